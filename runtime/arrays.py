@@ -1,0 +1,108 @@
+"""Read and write numeric arrays in the user's formats (numpy only, edge-safe).
+
+Inputs: `.npy`, `.npz` (one array, or pick one with `key`), `.csv` (numeric columns, an
+optional header row). Outputs: `.npy` or `.csv`. Every problem is a DataError with one
+readable line naming the file and, for CSV, the line and column.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DataError
+
+__all__ = ["ARRAY_SUFFIXES", "read_array", "write_array"]
+
+ARRAY_SUFFIXES = (".npy", ".npz", ".csv")
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+def read_csv(path: Path) -> np.ndarray:
+    try:
+        with path.open(newline="") as f:
+            rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not a text CSV file") from None
+    if not rows:
+        raise DataError(f"{path}: the file is empty")
+    header: list[str] | None = None
+    if not all(_is_number(c) for c in rows[0]):
+        header, rows = rows[0], rows[1:]
+    if not rows:
+        raise DataError(f"{path}: has a header but no data rows")
+    width = len(rows[0])
+    values = np.empty((len(rows), width), dtype=np.float64)
+    for i, row in enumerate(rows):
+        line = i + (2 if header else 1)
+        if len(row) != width:
+            raise DataError(f"{path}: line {line} has {len(row)} columns, expected {width}")
+        for j, cell in enumerate(row):
+            try:
+                values[i, j] = float(cell)
+            except ValueError:
+                col = f"{j + 1} ({header[j]!r})" if header and j < len(header) else str(j + 1)
+                raise DataError(
+                    f"{path}: line {line}, column {col}: {cell.strip()!r} is not a number "
+                    "(only numeric columns can be used)"
+                ) from None
+    return values
+
+
+def _read_npz(path: Path, key: str | None) -> np.ndarray:
+    with np.load(path, allow_pickle=False) as z:
+        keys = list(z.keys())
+        if not keys:
+            raise DataError(f"{path}: the archive holds no arrays")
+        if key is None:
+            if len(keys) > 1:
+                raise DataError(f"{path} holds several arrays {keys}; choose one with --key")
+            key = keys[0]
+        if key not in keys:
+            raise DataError(f"{path}: no array {key!r}; it holds {keys}")
+        return np.asarray(z[key])
+
+
+def read_array(path: str | Path, *, key: str | None = None) -> np.ndarray:
+    """Read a .npy, .npz or .csv file into an array (dtype as stored; CSV gives float64)."""
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix not in ARRAY_SUFFIXES:
+        raise DataError(f"{p}: unsupported file type {suffix or '(none)'!r}; use .npy, .npz or .csv")
+    if not p.is_file():
+        raise DataError(f"{p}: no such file")
+    if p.stat().st_size == 0:
+        raise DataError(f"{p}: the file is empty")
+    try:
+        if suffix == ".npy":
+            return np.asarray(np.load(p, allow_pickle=False))
+        if suffix == ".npz":
+            return _read_npz(p, key)
+        return read_csv(p)
+    except DataError:
+        raise
+    except (ValueError, OSError, EOFError) as exc:
+        raise DataError(f"{p}: cannot read ({exc})") from None
+
+
+def write_array(path: str | Path, array: np.ndarray) -> None:
+    """Write .npy, or .csv for 2-D arrays."""
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix == ".npy":
+        np.save(p, array)
+    elif suffix == ".csv":
+        if array.ndim != 2:
+            raise DataError(f"{p}: CSV holds 2-D arrays only; this one has shape {array.shape}; use .npy")
+        np.savetxt(p, array, delimiter=",", fmt="%.8g")
+    else:
+        raise DataError(f"{p}: write .npy or .csv, not {suffix or '(no suffix)'!r}")

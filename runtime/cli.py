@@ -1,0 +1,206 @@
+"""The `latentwire` command line.
+
+    latentwire train | export | demo      need the training extra (torch, onnx)
+    latentwire encode | decode | info     edge-safe: numpy + onnxruntime only
+
+Every command is `main(argv)`-callable so tests run it in-process. Expected problems (bad
+files, bad flags, mismatched codes) print one line `latentwire: error: ...` and exit 1;
+argparse usage errors exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+
+from . import __version__
+from .arrays import read_array, write_array
+from .codes import read_codes_file, write_codes_file
+from .errors import DataError, LatentwireError
+from .manifest import Manifest
+from .model import Model, read_verified
+
+log = logging.getLogger("latentwire")
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _training() -> ModuleType | None:
+    """The training commands, when latentwire.training can be imported (it imports no torch
+    until a command runs)."""
+    try:
+        return importlib.import_module("latentwire.training.cli")
+    except ImportError:
+        return None
+
+
+def _load(args: argparse.Namespace) -> Model:
+    return Model(args.model, providers=args.providers, threads=args.threads)
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, metavar="DIR", help="model package directory")
+    p.add_argument("--providers", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="execution provider: auto = CUDA when it loads, else CPU (default: auto)")
+    p.add_argument("--threads", type=int, default=0, metavar="N",
+                   help="ONNX Runtime intra-op threads, 0 = one per core (default: 0)")
+
+
+def cmd_encode(args: argparse.Namespace) -> int:
+    model = _load(args)
+    x = read_array(args.input, key=args.key)
+    t0 = time.perf_counter()
+    messages = list(model.encode_codes(x, chunk=args.chunk))
+    seconds = time.perf_counter() - t0
+    size = write_codes_file(args.out, messages)
+    n = sum(int(m.count) for m in messages)
+    raw = n * int(np.prod(x.shape[1:])) * 4
+    payload = sum(len(m.tensor.data) for m in messages)
+    print(
+        f"encoded {n} samples of shape {tuple(x.shape[1:])} in {seconds:.2f}s -> {args.out}: "
+        f"{size:,} bytes ({payload / max(n, 1):.1f} code bytes/sample, "
+        f"{raw / max(size, 1):.1f}x smaller than raw float32)",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    model = _load(args)
+    messages = read_codes_file(args.codes)
+    x_hat = model.decode_codes(messages)
+    write_array(args.out, x_hat)
+    print(f"decoded {len(x_hat)} samples -> {args.out} {x_hat.shape} float32", file=sys.stderr)
+    return 0
+
+
+def _fmt_shape(shape: Sequence[int | None]) -> str:
+    return "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    path = Path(args.package)
+    m = Manifest.load(path)
+    if args.json:
+        print(json.dumps(m.raw, indent=2))
+        return 0
+    raw = m.raw
+    lines = [
+        f"model        {m.name}",
+        f"fingerprint  {m.fingerprint}",
+        f"input        {m.input.name} {_fmt_shape(m.input.shape)} {m.input.dtype}"
+        + (f", sides multiples of {m.input.multiple_of}" if m.input.multiple_of > 1 else ""),
+        f"latent       {m.latent.name} {_fmt_shape(m.latent.shape)} {m.latent.dtype}, codes {m.code_format}",
+        f"output       {m.output.name} {_fmt_shape(m.output.shape)} {m.output.dtype}",
+        f"normalize    {m.normalization.kind}",
+        f"model        {raw.get('model', {}).get('kind', '?')}: "
+        + ", ".join(f"{k}={v}" for k, v in raw.get("model", {}).items()
+                    if k in ("hidden", "channels", "latent_dim", "output_activation")),
+    ]
+    for role in ("encoder", "decoder"):
+        entry = m.files[role]
+        try:
+            read_verified(path, m, role)
+            status = "sha256 ok"
+        except LatentwireError as exc:
+            status = f"PROBLEM: {exc}"
+        lines.append(f"{role:<12} {entry['path']} {entry.get('bytes', 0):,} bytes, {status}")
+    onnx_info = raw.get("onnx", {})
+    parity = onnx_info.get("parity_max_abs_error", {})
+    lines.append(f"onnx         opset {onnx_info.get('opset')}, parity max abs error "
+                 f"enc {parity.get('encoder', float('nan')):.2g} / dec {parity.get('decoder', float('nan')):.2g}")
+    training = raw.get("training", {})
+    if training:
+        lines.append("training     " + ", ".join(f"{k}={v}" for k, v in training.items()))
+    lines.append(f"created      {raw.get('created_utc', '?')} by latentwire {raw.get('latentwire_version', '?')}")
+    print("\n".join(lines))
+    return 0
+
+
+def _missing_training(name: str) -> Handler:
+    def run(args: argparse.Namespace) -> int:
+        raise DataError(f"`latentwire {name}` needs the training extra: pip install 'latentwire[train]'")
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="latentwire",
+        description="Train an autoencoder, ship its encoder to the edge as ONNX, send compact "
+        "codes, decode them on a server.",
+        epilog="Run `latentwire COMMAND --help` for a command's options. Start with `latentwire demo`.",
+    )
+    parser.add_argument("--version", action="version", version=f"latentwire {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    training = _training()
+    for name in ("train", "export", "demo"):
+        if training is not None:
+            training.add_command(sub, name)
+        else:
+            p = sub.add_parser(name, help=f"({name}: needs latentwire[train])")
+            p.set_defaults(func=_missing_training(name))
+
+    p = sub.add_parser("encode", help="encode samples into a codes file (edge side)",
+                       description="Encode INPUT (.npy, .npz or .csv; samples in your own units) "
+                       "with the package's encoder and write a codes file.")
+    _add_model_args(p)
+    p.add_argument("input", metavar="INPUT", help=".npy, .npz or .csv of samples (rows = samples)")
+    p.add_argument("--out", required=True, metavar="CODES", help="codes file to write")
+    p.add_argument("--key", help="array name inside an .npz holding several")
+    p.add_argument("--chunk", type=int, default=65536, metavar="N",
+                   help="samples per codes message in the file (default: 65536)")
+    p.set_defaults(func=cmd_encode)
+
+    p = sub.add_parser("decode", help="decode a codes file back to samples (server side)",
+                       description="Decode a codes file made by `latentwire encode` with the "
+                       "same model package; refuses codes made by another encoder.")
+    _add_model_args(p)
+    p.add_argument("codes", metavar="CODES", help="codes file from `latentwire encode`")
+    p.add_argument("--out", required=True, metavar="OUTPUT", help="reconstructions: .npy or .csv")
+    p.set_defaults(func=cmd_decode)
+
+    p = sub.add_parser("info", help="print a model package's manifest",
+                       description="Print a model package's manifest readably and check its files' sha256.")
+    p.add_argument("package", metavar="DIR", help="model package directory")
+    p.add_argument("--json", action="store_true", help="print the raw manifest.json")
+    p.set_defaults(func=cmd_info)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
+    for noisy in ("onnx_ir", "onnxscript", "torch", "torch.onnx"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    try:
+        return int(args.func(args))
+    except LatentwireError as exc:
+        print(f"latentwire: error: {exc}", file=sys.stderr)
+        return 1
+    except ImportError as exc:
+        print(f"latentwire: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
+        print(f"latentwire: error:{where} {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("latentwire: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""Training data: built-in datasets and user files, split and normalisation fitting.
+
+Every loader returns float32 arrays of shape (N, *sample_shape) in the user's own units;
+normalisation is fitted on the training split only and recorded in the manifest, and the
+runtime applies it, so users always pass and receive data in their own units.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from latentwire.runtime.arrays import read_array
+from latentwire.runtime.errors import DataError
+
+BUILTIN = ("digits", "breast-cancer", "sample-images")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+NORMALIZATIONS = ("auto", "none", "minmax", "standard", "scale")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Samples in the user's units plus what is known about them."""
+
+    x: np.ndarray
+    """float32, shape (N, *sample_shape)."""
+    name: str
+    """Short name used as the default model name."""
+    source: str
+    """What --data said."""
+    is_image: bool
+    """(N, C, H, W) images in 0..255 units."""
+    default_normalization: str
+    """What --normalize auto picks for this data."""
+
+
+def _finish(x: np.ndarray, *, name: str, source: str, image: bool, norm: str) -> Dataset:
+    if x.dtype.kind not in "fiub":
+        raise DataError(f"{source}: data must be numeric, got dtype {x.dtype}")
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim == 1:
+        raise DataError(
+            f"{source}: expected a 2-D array (samples x features) or more, got shape {x.shape}"
+        )
+    if x.shape[0] < 2 or x.size == 0:
+        raise DataError(f"{source}: needs at least 2 samples, got shape {x.shape}")
+    finite = np.isfinite(x)
+    if not finite.all():
+        where = tuple(int(i) for i in np.argwhere(~finite)[0])
+        raise DataError(
+            f"{source}: {int((~finite).sum())} NaN/Inf value(s), the first at index {where}"
+        )
+    return Dataset(x, name, source, image, norm)
+
+
+def _digits() -> Dataset:
+    from sklearn.datasets import load_digits
+
+    x = load_digits().data / 16.0
+    return _finish(x, name="digits", source="digits", image=False, norm="none")
+
+
+def _breast_cancer() -> Dataset:
+    from sklearn.datasets import load_breast_cancer
+
+    x = load_breast_cancer().data
+    return _finish(x, name="breast-cancer", source="breast-cancer", image=False, norm="standard")
+
+
+def sample_image_patches(patch: int = 32, stride: int | None = None) -> np.ndarray:
+    """Patches (N, 3, patch, patch) cut on a grid from scikit-learn's two sample photos."""
+    from sklearn.datasets import load_sample_images
+
+    step = stride or patch // 2
+    out = []
+    for img in load_sample_images().images:  # (427, 640, 3) uint8
+        h, w, _ = img.shape
+        for top in range(0, h - patch + 1, step):
+            for left in range(0, w - patch + 1, step):
+                out.append(img[top : top + patch, left : left + patch].transpose(2, 0, 1))
+    return np.stack(out).astype(np.float32)
+
+
+def _sample_images(patch: int) -> Dataset:
+    x = sample_image_patches(patch)
+    return _finish(x, name="sample-images", source="sample-images", image=True, norm="scale")
+
+
+def _image_folder(path: Path) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DataError(f"{path}: no PNG or JPEG images in this folder")
+    images: list[Any] = []
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                im.load()
+                images.append(im.copy())
+        except (UnidentifiedImageError, OSError) as exc:
+            raise DataError(f"{f}: cannot read image ({exc})") from None
+    sizes = {im.size for im in images}
+    if len(sizes) > 1:
+        first = images[0]
+        odd = next(f for f, im in zip(files, images, strict=True) if im.size != first.size)
+        raise DataError(
+            f"{path}: images differ in size ({files[0].name} is {first.size[0]}x{first.size[1]}, "
+            f"{odd.name} is {Image.open(odd).size[0]}x{Image.open(odd).size[1]}); "
+            "resize or crop them to one size"
+        )
+    gray = all(im.mode in ("L", "1", "I;16", "I") for im in images)
+    mode = "L" if gray else "RGB"
+    arr = np.stack([np.asarray(im.convert(mode)) for im in images])
+    return arr[:, None] if gray else arr.transpose(0, 3, 1, 2)
+
+
+def load_data(spec: str, *, key: str | None = None, patch: int = 32) -> Dataset:
+    """Load `--data`: a built-in name, a .npy/.npz/.csv file or a folder of images."""
+    if spec == "digits":
+        return _digits()
+    if spec == "breast-cancer":
+        return _breast_cancer()
+    if spec == "sample-images":
+        return _sample_images(patch)
+    path = Path(spec)
+    if not path.exists():
+        looks_like_name = not path.suffix and "/" not in spec
+        if looks_like_name:
+            raise DataError(f"unknown dataset {spec!r}; built-in names are {', '.join(BUILTIN)}, "
+                            "or give a .npy/.npz/.csv file or an image folder")
+        raise DataError(f"{spec}: no such file or folder")
+    name = path.stem if path.is_file() else path.name
+    if path.is_dir():
+        return _finish(_image_folder(path), name=name, source=spec, image=True, norm="scale")
+    x = read_array(path, key=key)
+    image = x.ndim == 4
+    return _finish(x, name=name, source=spec, image=image, norm="scale" if image else "standard")
+
+
+def split(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Shuffled train/validation indices, repeatable for a seed."""
+    if not 0.0 < val_fraction < 1.0:
+        raise DataError(f"--val-fraction must be between 0 and 1, got {val_fraction}")
+    order = np.random.default_rng(seed).permutation(n)
+    n_val = max(1, round(n * val_fraction))
+    if n_val >= n:
+        raise DataError(f"{n} samples are too few to hold out {val_fraction:.0%} for validation")
+    return order[n_val:], order[:n_val]
+
+
+def fit_normalization(x_train: np.ndarray, kind: str, *, is_image: bool) -> dict[str, Any]:
+    """Fit offset/scale on the training split; the manifest stores the result.
+
+    Images get per-channel statistics (shape (C, 1, 1)) so any image size works; other
+    data gets per-feature statistics.
+    """
+    if kind not in NORMALIZATIONS or kind == "auto":
+        raise DataError(f"normalization must be one of {NORMALIZATIONS[1:]}, got {kind!r}")
+    axes: tuple[int, ...] = (0, 2, 3) if is_image else (0,)
+    if kind == "none":
+        offset, scale = np.zeros(1), np.ones(1)
+    elif kind == "scale":
+        offset, scale = np.zeros(1), np.array([255.0 if is_image else float(np.abs(x_train).max() or 1)])
+    elif kind == "minmax":
+        lo, hi = x_train.min(axis=axes, keepdims=True)[0], x_train.max(axis=axes, keepdims=True)[0]
+        offset, scale = lo, np.where(hi - lo > 0, hi - lo, 1.0)
+    else:  # standard
+        mean = x_train.mean(axis=axes, keepdims=True, dtype=np.float64)[0]
+        std = x_train.std(axis=axes, keepdims=True, dtype=np.float64)[0]
+        offset, scale = mean, np.where(std > 0, std, 1.0)
+    return {
+        "kind": kind,
+        "offset": np.asarray(offset, dtype=np.float32).tolist(),
+        "scale": np.asarray(scale, dtype=np.float32).tolist(),
+    }

@@ -1,0 +1,126 @@
+"""Autoencoders. Each keeps `encoder` and `decoder` as separate submodules (CompressAI's
+g_a / g_s split), so each exports to its own ONNX graph."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of an autoencoder; stored in checkpoints and the manifest."""
+
+    kind: str
+    """"dense" (any sample shape, flattened) or "conv" (images (C, H, W))."""
+    input_shape: tuple[int, ...]
+    """Per-sample input shape seen at training time."""
+    latent_dim: int
+    """Dense: latent size K. Conv: latent channels K (latent is (K, H/s, W/s))."""
+    hidden: tuple[int, ...] = (128, 64)
+    """Dense: hidden layer widths of the encoder (the decoder mirrors them)."""
+    channels: tuple[int, ...] = (64, 96, 128)
+    """Conv: channels of the stride-2 stages; the total stride is 2 ** len(channels)."""
+    output_activation: str = "sigmoid"
+    """"sigmoid" when training data (after normalisation) lies in [0, 1], else "identity"."""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def stride(self) -> int:
+        return 2 ** len(self.channels) if self.kind == "conv" else 1
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["input_shape"], d["hidden"], d["channels"] = (
+            list(self.input_shape), list(self.hidden), list(self.channels))
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        return cls(
+            kind=d["kind"], input_shape=tuple(d["input_shape"]), latent_dim=int(d["latent_dim"]),
+            hidden=tuple(d["hidden"]), channels=tuple(d["channels"]),
+            output_activation=d["output_activation"], extra=dict(d.get("extra", {})),
+        )
+
+
+def _activation(name: str) -> nn.Module:
+    return nn.Sigmoid() if name == "sigmoid" else nn.Identity()
+
+
+class DenseAutoencoder(nn.Module):
+    """x -> Flatten -> [Linear, GELU] * len(hidden) -> Linear(K) = z, and the mirror back."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        dim = math.prod(cfg.input_shape)
+        widths = [dim, *cfg.hidden]
+        enc: list[nn.Module] = [nn.Flatten()]
+        for a, b in zip(widths, widths[1:], strict=False):
+            enc += [nn.Linear(a, b), nn.GELU()]
+        enc.append(nn.Linear(widths[-1], cfg.latent_dim))
+        dec: list[nn.Module] = []
+        back = [cfg.latent_dim, *reversed(cfg.hidden)]
+        for a, b in zip(back, back[1:], strict=False):
+            dec += [nn.Linear(a, b), nn.GELU()]
+        dec += [nn.Linear(back[-1], dim), _activation(cfg.output_activation),
+                nn.Unflatten(1, cfg.input_shape)]
+        self.encoder = nn.Sequential(*enc)
+        self.decoder = nn.Sequential(*dec)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encoder(x))  # type: ignore[no-any-return]
+
+
+class ConvAutoencoder(nn.Module):
+    """Fully convolutional: stride-2 5x5 conv stages down, transposed convs back up.
+
+    Any image whose height and width are multiples of 2 ** len(channels) works.
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        c_in = cfg.input_shape[0]
+        enc: list[nn.Module] = []
+        prev = c_in
+        for c in cfg.channels:
+            enc += [nn.Conv2d(prev, c, 5, stride=2, padding=2), nn.GELU()]
+            prev = c
+        enc.append(nn.Conv2d(prev, cfg.latent_dim, 3, padding=1))
+        dec: list[nn.Module] = [nn.Conv2d(cfg.latent_dim, prev, 3, padding=1), nn.GELU()]
+        ups = [*reversed(cfg.channels[:-1]), c_in]
+        for i, c in enumerate(ups):
+            dec.append(nn.ConvTranspose2d(prev, c, 5, stride=2, padding=2, output_padding=1))
+            if i < len(ups) - 1:
+                dec.append(nn.GELU())
+            prev = c
+        dec.append(_activation(cfg.output_activation))
+        self.encoder = nn.Sequential(*enc)
+        self.decoder = nn.Sequential(*dec)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encoder(x))  # type: ignore[no-any-return]
+
+
+Autoencoder = DenseAutoencoder | ConvAutoencoder
+
+
+def build_model(cfg: ModelConfig) -> Autoencoder:
+    if cfg.kind == "dense":
+        return DenseAutoencoder(cfg)
+    if cfg.kind == "conv":
+        if len(cfg.input_shape) != 3:
+            raise ValueError(f"the conv model needs images (C, H, W), got samples of shape {cfg.input_shape}")
+        return ConvAutoencoder(cfg)
+    raise ValueError(f"unknown model kind {cfg.kind!r}; use dense or conv")
+
+
+def latent_shape(cfg: ModelConfig, input_shape: tuple[int, ...] | None = None) -> tuple[int, ...]:
+    shape = input_shape or cfg.input_shape
+    if cfg.kind == "dense":
+        return (cfg.latent_dim,)
+    return (cfg.latent_dim, shape[1] // cfg.stride, shape[2] // cfg.stride)

@@ -1,0 +1,264 @@
+"""The training loop: Adam, early stopping on validation loss, checkpoints and resume,
+denoising corruption, mixed precision on CUDA."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from latentwire.runtime.errors import DataError
+
+from .data import Dataset, fit_normalization, split
+from .models import Autoencoder, ModelConfig, build_model
+
+log = logging.getLogger("latentwire.training")
+
+CHECKPOINT_FORMAT = "latentwire.checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train; every field is a `latentwire train` flag."""
+
+    epochs: int = 300
+    """Upper bound on epochs; early stopping usually ends sooner."""
+    batch_size: int = 64
+    lr: float = 2e-3
+    """Adam learning rate (cosine-decayed to 5% over `epochs`)."""
+    weight_decay: float = 0.0
+    patience: int = 30
+    """Stop after this many epochs without a better validation loss."""
+    val_fraction: float = 0.2
+    seed: int = 0
+    loss: str = "auto"
+    """mse | bce | auto (mse; bce needs data in [0, 1] after normalisation)."""
+    noise: str | None = None
+    """Denoising: "gaussian:SIGMA" or "mask:P" corrupts inputs, the target stays clean."""
+    device: str = "auto"
+    """auto | cpu | cuda; mixed precision is used on CUDA."""
+    progress: bool = True
+
+
+@dataclass
+class TrainResult:
+    model: Autoencoder
+    model_config: ModelConfig
+    normalization: dict[str, Any]
+    train_config: TrainConfig
+    best_val: float
+    epochs_run: int
+    history: list[dict[str, float]] = field(default_factory=list)
+    checkpoint: Path | None = None
+    train_index: np.ndarray | None = None
+    val_index: np.ndarray | None = None
+
+
+def parse_noise(spec: str | None) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None:
+    """"gaussian:0.3" adds N(0, 0.3^2) noise (model units); "mask:0.25" zeroes 25% of values."""
+    if not spec:
+        return None
+    kind, _, value = spec.partition(":")
+    try:
+        amount = float(value)
+    except ValueError:
+        amount = math.nan
+    if kind not in ("gaussian", "mask") or not math.isfinite(amount) or amount < 0:
+        raise DataError(f"--noise must be gaussian:SIGMA or mask:P (e.g. gaussian:0.3), got {spec!r}")
+    if kind == "mask" and not amount < 1:
+        raise DataError(f"--noise mask:P needs 0 <= P < 1, got {amount}")
+
+    def corrupt(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        r = torch.rand if kind == "mask" else torch.randn
+        noise = r(x.shape, generator=gen, dtype=x.dtype).to(x.device)
+        return x * (noise >= amount) if kind == "mask" else x + amount * noise
+
+    return corrupt
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise DataError("--device cuda was asked for but torch sees no CUDA device")
+    if name not in ("cpu", "cuda"):
+        raise DataError(f"--device must be auto, cpu or cuda, got {name!r}")
+    return torch.device(name)
+
+
+def _save_atomic(obj: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint written by `train` (plain tensors and JSON-like values only)."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"checkpoint {p} not found")
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise DataError(f"{p} is not a readable latentwire checkpoint ({exc.__class__.__name__})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise DataError(f"{p} is not a latentwire checkpoint")
+    return ckpt
+
+
+def train(
+    data: Dataset,
+    *,
+    model_config: ModelConfig,
+    config: TrainConfig,
+    normalization: str = "auto",
+    checkpoint: Path | None = None,
+    resume: bool = False,
+) -> TrainResult:
+    """Train an autoencoder on `data` and return the best model (by validation loss)."""
+    train_idx, val_idx = split(len(data.x), config.val_fraction, config.seed)
+    kind = data.default_normalization if normalization == "auto" else normalization
+    norm = fit_normalization(data.x[train_idx], kind, is_image=data.is_image)
+    offset = np.asarray(norm["offset"], np.float32)
+    scale = np.asarray(norm["scale"], np.float32)
+    x_n = ((data.x - offset) / scale).astype(np.float32)
+    lo, hi = float(x_n[train_idx].min()), float(x_n[train_idx].max())
+    in_unit = lo >= 0.0 and hi <= 1.0
+    model_config = ModelConfig.from_dict(
+        {**model_config.to_dict(), "output_activation": "sigmoid" if in_unit else "identity"}
+    )
+    loss_name = "mse" if config.loss == "auto" else config.loss
+    if loss_name not in ("mse", "bce"):
+        raise DataError(f"--loss must be mse, bce or auto, got {config.loss!r}")
+    if loss_name == "bce" and not in_unit:
+        raise DataError(
+            f"--loss bce needs data in [0, 1] after normalisation (got [{lo:.3g}, {hi:.3g}]); "
+            "use --normalize minmax or --loss mse"
+        )
+    corrupt = parse_noise(config.noise)
+    device = resolve_device(config.device)
+    amp_dtype = None
+    if device.type == "cuda":
+        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+    torch.manual_seed(config.seed)
+    model = build_model(model_config).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.epochs, eta_min=config.lr * 0.05)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    gen = torch.Generator().manual_seed(config.seed)
+    xt = torch.from_numpy(x_n[train_idx]).to(device)
+    xv = torch.from_numpy(x_n[val_idx]).to(device)
+
+    start_epoch, best_val, bad_epochs = 0, math.inf, 0
+    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    history: list[dict[str, float]] = []
+    identity = {"model_config": model_config.to_dict(), "data": data.source, "seed": config.seed,
+                "normalization": norm, "val_fraction": config.val_fraction}
+    if resume and checkpoint is not None and checkpoint.exists():
+        ckpt = load_checkpoint(checkpoint)
+        mismatch = [k for k, v in identity.items() if ckpt["identity"].get(k) != v]
+        if mismatch:
+            raise DataError(f"cannot resume from {checkpoint}: it was trained with different {', '.join(mismatch)}")
+        model.load_state_dict(ckpt["model_state"])
+        opt.load_state_dict(ckpt["optimizer_state"])
+        sched.load_state_dict(ckpt["scheduler_state"])
+        gen.set_state(ckpt["generator_state"])
+        best_state = ckpt["best_state"]
+        start_epoch, best_val, bad_epochs = ckpt["epoch"], ckpt["best_val"], ckpt["bad_epochs"]
+        history = list(ckpt["history"])
+        log.info("resumed from %s at epoch %d (best val %.6g)", checkpoint, start_epoch, best_val)
+
+    def loss_fn(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        out = out.float()
+        if loss_name == "bce":
+            return F.binary_cross_entropy(out.clamp(1e-6, 1 - 1e-6), target)
+        return F.mse_loss(out, target)
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            return model(x)  # type: ignore[no-any-return]
+
+    val_gen_seed = config.seed + 1
+    show = config.progress and sys.stderr.isatty()
+    bar = None
+    if config.progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=config.epochs, initial=start_epoch, desc=f"train {data.name}", unit="epoch",
+                   disable=not show, dynamic_ncols=True)
+    t0 = time.perf_counter()
+    epoch = start_epoch
+    for epoch in range(start_epoch + 1, config.epochs + 1):
+        if bad_epochs >= config.patience:
+            epoch -= 1
+            break
+        model.train()
+        order = torch.randperm(len(xt), generator=gen).to(device)
+        total, seen = 0.0, 0
+        for s in range(0, len(xt), config.batch_size):
+            target = xt[order[s : s + config.batch_size]]
+            inp = corrupt(target, gen) if corrupt else target
+            loss = loss_fn(forward(inp), target)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            total += loss.item() * len(target)
+            seen += len(target)
+        sched.step()
+        model.eval()
+        with torch.no_grad():
+            vin = corrupt(xv, torch.Generator().manual_seed(val_gen_seed)) if corrupt else xv
+            val = float(loss_fn(forward(vin), xv))
+        train_loss = total / seen
+        history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val})
+        if val < best_val:
+            best_val, bad_epochs = val, 0
+            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        else:
+            bad_epochs += 1
+        if bar is not None:
+            bar.set_postfix(loss=f"{train_loss:.5f}", val=f"{val:.5f}", best=f"{best_val:.5f}")
+            bar.update(1)
+        if not show and config.progress and (epoch % 25 == 0 or epoch == 1):
+            log.info("epoch %d: loss %.6f, val %.6f (best %.6f)", epoch, train_loss, val, best_val)
+        if checkpoint is not None:
+            _save_atomic({
+                "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "identity": identity,
+                "name": data.name, "is_image": data.is_image, "loss": loss_name,
+                "train_config": asdict(config), "epoch": epoch, "best_val": best_val,
+                "bad_epochs": bad_epochs, "history": history,
+                "model_state": model.state_dict(), "best_state": best_state,
+                "optimizer_state": opt.state_dict(), "scheduler_state": sched.state_dict(),
+                "generator_state": gen.get_state(),
+                "parity_samples": torch.from_numpy(x_n[val_idx][:256].copy()),
+            }, checkpoint)
+    if bar is not None:
+        bar.close()
+    stopped = "early stop" if bad_epochs >= config.patience else "epoch limit"
+    log.info("trained %d epochs in %.1fs (%s), best val loss %.6g", epoch, time.perf_counter() - t0,
+             stopped, best_val)
+    model.load_state_dict(best_state)
+    model.to("cpu").eval()
+    return TrainResult(model, model_config, norm, config, best_val, epoch, history, checkpoint,
+                       train_idx, val_idx)
+
+
+def model_from_checkpoint(ckpt: dict[str, Any]) -> tuple[Autoencoder, ModelConfig]:
+    cfg = ModelConfig.from_dict(ckpt["identity"]["model_config"])
+    model = build_model(cfg)
+    model.load_state_dict(ckpt["best_state"])
+    return model.eval(), cfg
