@@ -14,7 +14,7 @@ import numpy as np
 
 from .errors import DataError
 
-__all__ = ["ARRAY_SUFFIXES", "read_array", "write_array"]
+__all__ = ["ARRAY_SUFFIXES", "check_writable", "read_array", "write_array"]
 
 ARRAY_SUFFIXES = (".npy", ".npz", ".csv")
 
@@ -29,21 +29,22 @@ def _is_number(cell: str) -> bool:
 
 def read_csv(path: Path) -> np.ndarray:
     try:
-        with path.open(newline="") as f:
-            rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
+        with path.open(newline="", encoding="utf-8-sig") as f:  # -sig: Excel's BOM
+            reader = csv.reader(f)
+            numbered = [(reader.line_num, r) for r in reader if r and any(c.strip() for c in r)]
     except UnicodeDecodeError:
-        raise DataError(f"{path}: not a text CSV file") from None
-    if not rows:
+        raise DataError(f"{path}: not a UTF-8 text CSV file") from None
+    if not numbered:
         raise DataError(f"{path}: the file is empty")
     header: list[str] | None = None
-    if not all(_is_number(c) for c in rows[0]):
-        header, rows = rows[0], rows[1:]
-    if not rows:
+    # a header has no numeric cell; a first row with some numbers is data with a bad cell
+    if not any(_is_number(c) for c in numbered[0][1]):
+        header, numbered = numbered[0][1], numbered[1:]
+    if not numbered:
         raise DataError(f"{path}: has a header but no data rows")
-    width = len(rows[0])
-    values = np.empty((len(rows), width), dtype=np.float64)
-    for i, row in enumerate(rows):
-        line = i + (2 if header else 1)
+    width = len(numbered[0][1])
+    values = np.empty((len(numbered), width), dtype=np.float64)
+    for i, (line, row) in enumerate(numbered):
         if len(row) != width:
             raise DataError(f"{path}: line {line} has {len(row)} columns, expected {width}")
         for j, cell in enumerate(row):
@@ -77,7 +78,9 @@ def read_array(path: str | Path, *, key: str | None = None) -> np.ndarray:
     p = Path(path)
     suffix = p.suffix.lower()
     if suffix not in ARRAY_SUFFIXES:
-        raise DataError(f"{p}: unsupported file type {suffix or '(none)'!r}; use .npy, .npz or .csv")
+        raise DataError(
+            f"{p}: unsupported file type {suffix or '(none)'!r}; use .npy, .npz or .csv"
+        )
     if not p.is_file():
         raise DataError(f"{p}: no such file")
     if p.stat().st_size == 0:
@@ -94,15 +97,27 @@ def read_array(path: str | Path, *, key: str | None = None) -> np.ndarray:
         raise DataError(f"{p}: cannot read ({exc})") from None
 
 
+def check_writable(path: str | Path, suffixes: tuple[str, ...] | None = None) -> Path:
+    """Fail before any work is done when an output path cannot be written."""
+    p = Path(path)
+    if suffixes is not None and p.suffix.lower() not in suffixes:
+        raise DataError(f"{p}: write {' or '.join(suffixes)}, not {p.suffix or '(no suffix)'!r}")
+    if not p.parent.is_dir():
+        raise DataError(f"{p}: the folder {p.parent} does not exist")
+    if p.is_dir():
+        raise DataError(f"{p} is a folder; give a file name")
+    return p
+
+
 def write_array(path: str | Path, array: np.ndarray) -> None:
     """Write .npy, or .csv for 2-D arrays."""
-    p = Path(path)
+    p = check_writable(path, (".npy", ".csv"))
     suffix = p.suffix.lower()
     if suffix == ".npy":
         np.save(p, array)
     elif suffix == ".csv":
         if array.ndim != 2:
-            raise DataError(f"{p}: CSV holds 2-D arrays only; this one has shape {array.shape}; use .npy")
+            raise DataError(
+                f"{p}: CSV holds 2-D arrays only; this one has shape {array.shape}; use .npy"
+            )
         np.savetxt(p, array, delimiter=",", fmt="%.8g")
-    else:
-        raise DataError(f"{p}: write .npy or .csv, not {suffix or '(no suffix)'!r}")

@@ -23,7 +23,7 @@ from types import ModuleType
 import numpy as np
 
 from . import __version__
-from .arrays import read_array, write_array
+from .arrays import check_writable, read_array, write_array
 from .codes import read_codes_file, write_codes_file
 from .errors import DataError, LatentwireError
 from .manifest import Manifest
@@ -49,13 +49,23 @@ def _load(args: argparse.Namespace) -> Model:
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, metavar="DIR", help="model package directory")
-    p.add_argument("--providers", choices=["auto", "cpu", "cuda"], default="auto",
-                   help="execution provider: auto = CUDA when it loads, else CPU (default: auto)")
-    p.add_argument("--threads", type=int, default=0, metavar="N",
-                   help="ONNX Runtime intra-op threads, 0 = one per core (default: 0)")
+    p.add_argument(
+        "--providers",
+        choices=["auto", "cpu", "cuda"],
+        default="auto",
+        help="execution provider: auto = CUDA when it loads, else CPU (default: auto)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        metavar="N",
+        help="ONNX Runtime intra-op threads, 0 = one per core (default: 0)",
+    )
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
+    check_writable(args.out)
     model = _load(args)
     x = read_array(args.input, key=args.key)
     t0 = time.perf_counter()
@@ -75,6 +85,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
+    check_writable(args.out, (".npy", ".csv"))
     model = _load(args)
     messages = read_codes_file(args.codes)
     x_hat = model.decode_codes(messages)
@@ -99,12 +110,16 @@ def cmd_info(args: argparse.Namespace) -> int:
         f"fingerprint  {m.fingerprint}",
         f"input        {m.input.name} {_fmt_shape(m.input.shape)} {m.input.dtype}"
         + (f", sides multiples of {m.input.multiple_of}" if m.input.multiple_of > 1 else ""),
-        f"latent       {m.latent.name} {_fmt_shape(m.latent.shape)} {m.latent.dtype}, codes {m.code_format}",
+        f"latent       {m.latent.name} {_fmt_shape(m.latent.shape)} {m.latent.dtype}, "
+        f"codes {m.code_format}",
         f"output       {m.output.name} {_fmt_shape(m.output.shape)} {m.output.dtype}",
         f"normalize    {m.normalization.kind}",
         f"model        {raw.get('model', {}).get('kind', '?')}: "
-        + ", ".join(f"{k}={v}" for k, v in raw.get("model", {}).items()
-                    if k in ("hidden", "channels", "latent_dim", "output_activation")),
+        + ", ".join(
+            f"{k}={v}"
+            for k, v in raw.get("model", {}).items()
+            if k in ("hidden", "channels", "latent_dim", "output_activation")
+        ),
     ]
     for role in ("encoder", "decoder"):
         entry = m.files[role]
@@ -116,20 +131,41 @@ def cmd_info(args: argparse.Namespace) -> int:
         lines.append(f"{role:<12} {entry['path']} {entry.get('bytes', 0):,} bytes, {status}")
     onnx_info = raw.get("onnx", {})
     parity = onnx_info.get("parity_max_abs_error", {})
-    lines.append(f"onnx         opset {onnx_info.get('opset')}, parity max abs error "
-                 f"enc {parity.get('encoder', float('nan')):.2g} / dec {parity.get('decoder', float('nan')):.2g}")
+    nan = float("nan")
+    lines.append(
+        f"onnx         opset {onnx_info.get('opset')}, parity max abs error "
+        f"enc {parity.get('encoder', nan):.2g} / dec {parity.get('decoder', nan):.2g}"
+    )
     training = raw.get("training", {})
     if training:
         lines.append("training     " + ", ".join(f"{k}={v}" for k, v in training.items()))
-    lines.append(f"created      {raw.get('created_utc', '?')} by latentwire {raw.get('latentwire_version', '?')}")
+    lines.append(
+        f"created      {raw.get('created_utc', '?')} "
+        f"by latentwire {raw.get('latentwire_version', '?')}"
+    )
     print("\n".join(lines))
     return 0
 
 
 def _missing_training(name: str) -> Handler:
     def run(args: argparse.Namespace) -> int:
-        raise DataError(f"`latentwire {name}` needs the training extra: pip install 'latentwire[train]'")
+        raise DataError(
+            f"`latentwire {name}` needs the training extra: pip install 'latentwire[train]'"
+        )
+
     return run
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stderr is at the time (tests swap it)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> object:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:
+        pass
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -137,7 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="latentwire",
         description="Train an autoencoder, ship its encoder to the edge as ONNX, send compact "
         "codes, decode them on a server.",
-        epilog="Run `latentwire COMMAND --help` for a command's options. Start with `latentwire demo`.",
+        epilog="Run `latentwire COMMAND --help` for a command's options. "
+        "Start with `latentwire demo`.",
     )
     parser.add_argument("--version", action="version", version=f"latentwire {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
@@ -152,27 +189,41 @@ def build_parser() -> argparse.ArgumentParser:
             p = sub.add_parser(name, help=f"({name}: needs latentwire[train])")
             p.set_defaults(func=_missing_training(name))
 
-    p = sub.add_parser("encode", help="encode samples into a codes file (edge side)",
-                       description="Encode INPUT (.npy, .npz or .csv; samples in your own units) "
-                       "with the package's encoder and write a codes file.")
+    p = sub.add_parser(
+        "encode",
+        help="encode samples into a codes file (edge side)",
+        description="Encode INPUT (.npy, .npz or .csv; samples in your own units) "
+        "with the package's encoder and write a codes file.",
+    )
     _add_model_args(p)
     p.add_argument("input", metavar="INPUT", help=".npy, .npz or .csv of samples (rows = samples)")
     p.add_argument("--out", required=True, metavar="CODES", help="codes file to write")
     p.add_argument("--key", help="array name inside an .npz holding several")
-    p.add_argument("--chunk", type=int, default=65536, metavar="N",
-                   help="samples per codes message in the file (default: 65536)")
+    p.add_argument(
+        "--chunk",
+        type=int,
+        default=65536,
+        metavar="N",
+        help="samples per codes message in the file (default: 65536)",
+    )
     p.set_defaults(func=cmd_encode)
 
-    p = sub.add_parser("decode", help="decode a codes file back to samples (server side)",
-                       description="Decode a codes file made by `latentwire encode` with the "
-                       "same model package; refuses codes made by another encoder.")
+    p = sub.add_parser(
+        "decode",
+        help="decode a codes file back to samples (server side)",
+        description="Decode a codes file made by `latentwire encode` with the "
+        "same model package; refuses codes made by another encoder.",
+    )
     _add_model_args(p)
     p.add_argument("codes", metavar="CODES", help="codes file from `latentwire encode`")
     p.add_argument("--out", required=True, metavar="OUTPUT", help="reconstructions: .npy or .csv")
     p.set_defaults(func=cmd_decode)
 
-    p = sub.add_parser("info", help="print a model package's manifest",
-                       description="Print a model package's manifest readably and check its files' sha256.")
+    p = sub.add_parser(
+        "info",
+        help="print a model package's manifest",
+        description="Print a model package's manifest readably and check its files' sha256.",
+    )
     p.add_argument("package", metavar="DIR", help="model package directory")
     p.add_argument("--json", action="store_true", help="print the raw manifest.json")
     p.set_defaults(func=cmd_info)
@@ -182,7 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
     for noisy in ("onnx_ir", "onnxscript", "torch", "torch.onnx"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
     try:

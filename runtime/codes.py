@@ -31,14 +31,18 @@ __all__ = ["MAGIC", "array_to_tensor", "read_codes_file", "tensor_to_array", "wr
 MAGIC = b"LWCODES1"
 _LEN = struct.Struct("<I")
 # dtypes allowed on the wire; anything else is refused before np.frombuffer sees it
-WIRE_DTYPES = frozenset({"float32", "float16", "float64", "int8", "uint8", "int16", "int32", "int64"})
+WIRE_DTYPES = frozenset(
+    {"float32", "float16", "float64", "int8", "uint8", "int16", "int32", "int64"}
+)
 
 
 def array_to_tensor(array: np.ndarray) -> codec_pb2.Tensor:
     """Pack an array as raw little-endian bytes with dtype and shape."""
     arr = np.ascontiguousarray(array)
     if arr.dtype.name not in WIRE_DTYPES:
-        raise CodesError(f"dtype {arr.dtype} cannot travel on the wire; use one of {sorted(WIRE_DTYPES)}")
+        raise CodesError(
+            f"dtype {arr.dtype} cannot travel on the wire; use one of {sorted(WIRE_DTYPES)}"
+        )
     little = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
     return codec_pb2.Tensor(dtype=arr.dtype.name, shape=list(arr.shape), data=little.tobytes())
 
@@ -46,7 +50,9 @@ def array_to_tensor(array: np.ndarray) -> codec_pb2.Tensor:
 def tensor_to_array(tensor: codec_pb2.Tensor) -> np.ndarray:
     """Unpack a Tensor message, checking that dtype, shape and byte length agree."""
     if tensor.dtype not in WIRE_DTYPES:
-        raise CodesError(f"unknown tensor dtype {tensor.dtype!r}; expected one of {sorted(WIRE_DTYPES)}")
+        raise CodesError(
+            f"unknown tensor dtype {tensor.dtype!r}; expected one of {sorted(WIRE_DTYPES)}"
+        )
     shape = tuple(int(s) for s in tensor.shape)
     if any(s < 0 for s in shape):
         raise CodesError(f"tensor shape {shape} has a negative dimension")
@@ -92,7 +98,9 @@ def iter_codes_file(path: str | Path) -> Iterator[codec_pb2.Codes]:
             (size,) = _LEN.unpack(header)
             payload = f.read(size)
             if len(payload) != size:
-                raise CodesError(f"{path}: message {index} is truncated ({len(payload)} of {size} bytes)")
+                raise CodesError(
+                    f"{path}: message {index} is truncated ({len(payload)} of {size} bytes)"
+                )
             msg = codec_pb2.Codes()
             try:
                 msg.ParseFromString(payload)

@@ -104,13 +104,15 @@ class Normalization:
         """User units -> model units."""
         if self.kind == "none":
             return x
-        return ((x - self.offset) / self.scale).astype(np.float32, copy=False)
+        out: np.ndarray = ((x - self.offset) / self.scale).astype(np.float32, copy=False)
+        return out
 
     def inverse(self, y: np.ndarray) -> np.ndarray:
         """Model units -> user units."""
         if self.kind == "none":
             return y
-        return (y * self.scale + self.offset).astype(np.float32, copy=False)
+        out: np.ndarray = (y * self.scale + self.offset).astype(np.float32, copy=False)
+        return out
 
 
 def canonical_json(obj: Any) -> bytes:
@@ -159,7 +161,9 @@ class Manifest:
             inp = TensorSpec.from_dict(d["input"])
             fmt = str(d["codes"]["format"])
             if fmt not in CODE_FORMATS:
-                raise PackageError(f"unknown code format {fmt!r}; this latentwire reads {CODE_FORMATS}")
+                raise PackageError(
+                    f"unknown code format {fmt!r}; this latentwire reads {CODE_FORMATS}"
+                )
             for role in ("encoder", "decoder"):
                 entry = d["files"][role]
                 str(entry["path"]), str(entry["sha256"]), str(entry["graph_sha256"])

@@ -33,7 +33,7 @@ def _check_samples(
     if arr.ndim != len(spec.shape) + 1:
         hint = " (add a batch axis: x[None])" if arr.ndim == len(spec.shape) else ""
         raise InputError(
-            f"{what} must have shape (batch, {', '.join('*' if s is None else str(s) for s in spec.shape)}), "
+            f"{what} must have shape (batch, {spec.describe().split(')')[0][1:]}), "
             f"got {arr.shape}{hint}"
         )
     for axis, (got, want) in enumerate(zip(arr.shape[1:], spec.shape, strict=True), start=1):
@@ -52,7 +52,9 @@ def _check_samples(
     if not np.all(np.isfinite(arr)):
         bad = np.argwhere(~np.isfinite(arr))[0]
         n = int(np.count_nonzero(~np.isfinite(arr)))
-        raise InputError(f"{what} holds {n} NaN/Inf value(s), the first at index {tuple(int(i) for i in bad)}")
+        raise InputError(
+            f"{what} holds {n} NaN/Inf value(s), the first at index {tuple(int(i) for i in bad)}"
+        )
     return arr
 
 
@@ -66,7 +68,7 @@ def read_verified(path: Path, manifest: Manifest, role: str) -> bytes:
     entry = manifest.files[role]
     file = path / entry["path"]
     try:
-        blob = file.read_bytes()
+        blob: bytes = file.read_bytes()
     except OSError as exc:
         raise PackageError(f"cannot read {file}: {exc.strerror}") from None
     digest = hashlib.sha256(blob).hexdigest()
@@ -133,7 +135,9 @@ class Model:
         sess = self._sessions[role]
         parts = [sess.run([out], {feed: arr[s]})[0] for s in _chunks(len(arr), self.batch_size)]
         if not parts:
-            return np.zeros((0, *[0 if d is None else d for d in self._out_shape(role)]), np.float32)
+            return np.zeros(
+                (0, *[0 if d is None else d for d in self._out_shape(role)]), np.float32
+            )
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def _out_shape(self, role: str) -> tuple[int | None, ...]:

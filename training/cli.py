@@ -18,7 +18,9 @@ def _ints(text: str) -> tuple[int, ...]:
     try:
         values = tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 128,64, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers like 128,64, got {text!r}"
+        ) from None
     if not values or any(v <= 0 for v in values):
         raise argparse.ArgumentTypeError(f"expected positive integers like 128,64, got {text!r}")
     return values
@@ -33,6 +35,7 @@ def _positive(kind: type) -> Any:
         if not value > 0:
             raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
         return value
+
     return parse
 
 
@@ -41,75 +44,161 @@ def _need_torch() -> None:
         import onnx  # noqa: F401
         import torch  # noqa: F401
     except ImportError as exc:
-        raise DataError(f"this command needs the training extra ({exc.name} is missing): "
-                        "pip install torch==2.13.0 'latentwire[cpu,train]'") from None
+        raise DataError(
+            f"this command needs the training extra ({exc.name} is missing): "
+            "pip install torch==2.13.0 'latentwire[cpu,train]'"
+        ) from None
 
 
 def _add_training_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
-    g.add_argument("--model", choices=["auto", "dense", "conv"], default="auto",
-                   help="architecture: auto = conv for images, dense otherwise (default: auto)")
-    g.add_argument("--latent-dim", type=_positive(int), metavar="K",
-                   help="latent size (dense) or latent channels (conv) (default: 8 dense, 16 conv)")
-    g.add_argument("--hidden", type=_ints, default=(128, 64), metavar="W1,W2,...",
-                   help="dense hidden widths, encoder side; the decoder mirrors them (default: 128,64)")
-    g.add_argument("--channels", type=_ints, default=(64, 96, 128), metavar="C1,C2,...",
-                   help="conv channels of the stride-2 stages (default: 64,96,128 = stride 8)")
+    g.add_argument(
+        "--model",
+        choices=["auto", "dense", "conv"],
+        default="auto",
+        help="architecture: auto = conv for images, dense otherwise (default: auto)",
+    )
+    g.add_argument(
+        "--latent-dim",
+        type=_positive(int),
+        metavar="K",
+        help="latent size (dense) or latent channels (conv) (default: 8 dense, 16 conv)",
+    )
+    g.add_argument(
+        "--hidden",
+        type=_ints,
+        default=(128, 64),
+        metavar="W1,W2,...",
+        help="dense hidden widths, encoder side; the decoder mirrors them (default: 128,64)",
+    )
+    g.add_argument(
+        "--channels",
+        type=_ints,
+        default=(64, 96, 128),
+        metavar="C1,C2,...",
+        help="conv channels of the stride-2 stages (default: 64,96,128 = stride 8)",
+    )
     g = p.add_argument_group("training")
-    g.add_argument("--loss", choices=["auto", "mse", "bce"], default="auto",
-                   help="reconstruction loss (default: auto = mse)")
-    g.add_argument("--noise", metavar="KIND:AMOUNT",
-                   help="denoising: gaussian:0.3 or mask:0.25 corrupts inputs; the target stays clean")
-    g.add_argument("--normalize", choices=["auto", "none", "minmax", "standard", "scale"], default="auto",
-                   help="fitted on the training split and applied by the runtime (default: auto = "
-                   "none for digits, /255 for images, standard otherwise)")
-    g.add_argument("--epochs", type=_positive(int), default=300, help="maximum epochs (default: 300)")
+    g.add_argument(
+        "--loss",
+        choices=["auto", "mse", "bce"],
+        default="auto",
+        help="reconstruction loss (default: auto = mse)",
+    )
+    g.add_argument(
+        "--noise",
+        metavar="KIND:AMOUNT",
+        help="denoising: gaussian:0.3 or mask:0.25 corrupts inputs; the target stays clean",
+    )
+    g.add_argument(
+        "--normalize",
+        choices=["auto", "none", "minmax", "standard", "scale"],
+        default="auto",
+        help="fitted on the training split and applied by the runtime (default: auto = "
+        "none for digits, /255 for images, standard otherwise)",
+    )
+    g.add_argument(
+        "--epochs", type=_positive(int), default=300, help="maximum epochs (default: 300)"
+    )
     g.add_argument("--batch-size", type=_positive(int), default=64, help="(default: 64)")
-    g.add_argument("--lr", type=_positive(float), default=2e-3, help="Adam learning rate (default: 0.002)")
+    g.add_argument(
+        "--lr", type=_positive(float), default=2e-3, help="Adam learning rate (default: 0.002)"
+    )
     g.add_argument("--weight-decay", type=float, default=0.0, help="Adam weight decay (default: 0)")
-    g.add_argument("--patience", type=_positive(int), default=30,
-                   help="early stopping: epochs without a better validation loss (default: 30)")
-    g.add_argument("--val-fraction", type=float, default=0.2, help="validation split (default: 0.2)")
-    g.add_argument("--seed", type=int, default=0, help="seeds the split, init and batches (default: 0)")
-    g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
-                   help="auto = CUDA when torch sees a GPU (mixed precision there) (default: auto)")
+    g.add_argument(
+        "--patience",
+        type=_positive(int),
+        default=30,
+        help="early stopping: epochs without a better validation loss (default: 30)",
+    )
+    g.add_argument(
+        "--val-fraction", type=float, default=0.2, help="validation split (default: 0.2)"
+    )
+    g.add_argument(
+        "--seed", type=int, default=0, help="seeds the split, init and batches (default: 0)"
+    )
+    g.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        default="auto",
+        help="auto = CUDA when torch sees a GPU (mixed precision there) (default: auto)",
+    )
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def add_command(sub: Any, name: str) -> None:
     if name == "train":
-        p = sub.add_parser("train", help="train an autoencoder and export a model package",
-                           description="Train an autoencoder on DATA and write a model package "
-                           "(encoder.onnx, decoder.onnx, manifest.json) to --out.")
-        p.add_argument("--data", default="digits", metavar="DATA",
-                       help="digits | breast-cancer | sample-images | PATH.npy | PATH.npz | "
-                       "PATH.csv | FOLDER of PNG/JPEG images (default: digits)")
+        p = sub.add_parser(
+            "train",
+            help="train an autoencoder and export a model package",
+            description="Train an autoencoder on DATA and write a model package "
+            "(encoder.onnx, decoder.onnx, manifest.json) to --out.",
+        )
+        p.add_argument(
+            "--data",
+            default="digits",
+            metavar="DATA",
+            help="digits | breast-cancer | sample-images | PATH.npy | PATH.npz | "
+            "PATH.csv | FOLDER of PNG/JPEG images (default: digits)",
+        )
         p.add_argument("--key", help="array name inside an .npz holding several")
-        p.add_argument("--patch", type=_positive(int), default=32,
-                       help="patch size for sample-images (default: 32)")
-        p.add_argument("--out", type=Path, metavar="DIR", help="model package to write (default: models/NAME)")
+        p.add_argument(
+            "--patch",
+            type=_positive(int),
+            default=32,
+            help="patch size for sample-images (default: 32)",
+        )
+        p.add_argument(
+            "--out", type=Path, metavar="DIR", help="model package to write (default: models/NAME)"
+        )
         p.add_argument("--name", help="model name (default: the data's name)")
-        p.add_argument("--checkpoint", type=Path, metavar="PATH",
-                       help="checkpoint written every epoch (default: runs/NAME/checkpoint.pt)")
-        p.add_argument("--resume", action="store_true", help="continue from --checkpoint if it exists")
+        p.add_argument(
+            "--checkpoint",
+            type=Path,
+            metavar="PATH",
+            help="checkpoint written every epoch (default: runs/NAME/checkpoint.pt)",
+        )
+        p.add_argument(
+            "--resume", action="store_true", help="continue from --checkpoint if it exists"
+        )
         _add_training_args(p)
         p.set_defaults(func=run_train)
     elif name == "export":
-        p = sub.add_parser("export", help="re-export a checkpoint as a model package",
-                           description="Export the best weights of a training checkpoint as a "
-                           "model package, with the same parity checks as `train`.")
-        p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT", help="checkpoint.pt from `latentwire train`")
-        p.add_argument("--out", type=Path, required=True, metavar="DIR", help="model package to write")
+        p = sub.add_parser(
+            "export",
+            help="re-export a checkpoint as a model package",
+            description="Export the best weights of a training checkpoint as a "
+            "model package, with the same parity checks as `train`.",
+        )
+        p.add_argument(
+            "checkpoint",
+            type=Path,
+            metavar="CHECKPOINT",
+            help="checkpoint.pt from `latentwire train`",
+        )
+        p.add_argument(
+            "--out", type=Path, required=True, metavar="DIR", help="model package to write"
+        )
         p.add_argument("--name", help="model name (default: the checkpoint's)")
         p.set_defaults(func=run_export)
     elif name == "demo":
-        p = sub.add_parser("demo", help="train on digits, export, encode/decode the held-out split, compare with PCA",
-                           description="End to end on scikit-learn's digits: train, export, encode "
-                           "the held-out split through a codes file, decode it, and report bytes "
-                           "per sample, compression ratio and PSNR against PCA.")
-        p.add_argument("--out", type=Path, default=Path("models/digits-demo"), metavar="DIR",
-                       help="model package to write (default: models/digits-demo)")
-        p.add_argument("--latent-dim", type=_positive(int), default=8, metavar="K", help="(default: 8)")
+        p = sub.add_parser(
+            "demo",
+            help="train on digits, export, encode/decode the held-out split, compare with PCA",
+            description="End to end on scikit-learn's digits: train, export, encode "
+            "the held-out split through a codes file, decode it, and report bytes "
+            "per sample, compression ratio and PSNR against PCA.",
+        )
+        p.add_argument(
+            "--out",
+            type=Path,
+            default=Path("models/digits-demo"),
+            metavar="DIR",
+            help="model package to write (default: models/digits-demo)",
+        )
+        p.add_argument(
+            "--latent-dim", type=_positive(int), default=8, metavar="K", help="(default: 8)"
+        )
         p.add_argument("--seed", type=int, default=0, help="(default: 0)")
         p.add_argument("--epochs", type=_positive(int), default=300, help="(default: 300)")
         p.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON")
@@ -125,13 +214,27 @@ def run_train(args: argparse.Namespace) -> int:
     data = load_data(args.data, key=args.key, patch=args.patch)
     name = args.name or data.name
     result = train_and_export(
-        data, name=name, out=args.out or Path("models") / name,
-        checkpoint=args.checkpoint or Path("runs") / name / "checkpoint.pt", resume=args.resume,
-        model=args.model, latent_dim=args.latent_dim, hidden=args.hidden, channels=args.channels,
-        normalize=args.normalize, loss=args.loss, noise=args.noise, epochs=args.epochs,
-        batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-        patience=args.patience, val_fraction=args.val_fraction, seed=args.seed,
-        device=args.device, progress=not args.no_progress,
+        data,
+        name=name,
+        out=args.out or Path("models") / name,
+        checkpoint=args.checkpoint or Path("runs") / name / "checkpoint.pt",
+        resume=args.resume,
+        model=args.model,
+        latent_dim=args.latent_dim,
+        hidden=args.hidden,
+        channels=args.channels,
+        normalize=args.normalize,
+        loss=args.loss,
+        noise=args.noise,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        patience=args.patience,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+        device=args.device,
+        progress=not args.no_progress,
     )
     print(result.summary())
     return 0
@@ -150,8 +253,13 @@ def run_demo(args: argparse.Namespace) -> int:
     _need_torch()
     from .demo import format_report, run
 
-    report = run(out=args.out, latent_dim=args.latent_dim, seed=args.seed, epochs=args.epochs,
-                 progress=not args.no_progress)
+    report = run(
+        out=args.out,
+        latent_dim=args.latent_dim,
+        seed=args.seed,
+        epochs=args.epochs,
+        progress=not args.no_progress,
+    )
     print(format_report(report))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")

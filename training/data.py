@@ -105,12 +105,13 @@ def _image_folder(path: Path) -> np.ndarray:
             raise DataError(f"{f}: cannot read image ({exc})") from None
     sizes = {im.size for im in images}
     if len(sizes) > 1:
-        first = images[0]
-        odd = next(f for f, im in zip(files, images, strict=True) if im.size != first.size)
+        (w0, h0) = images[0].size
+        odd, (w1, h1) = next(
+            (f, im.size) for f, im in zip(files, images, strict=True) if im.size != (w0, h0)
+        )
         raise DataError(
-            f"{path}: images differ in size ({files[0].name} is {first.size[0]}x{first.size[1]}, "
-            f"{odd.name} is {Image.open(odd).size[0]}x{Image.open(odd).size[1]}); "
-            "resize or crop them to one size"
+            f"{path}: images differ in size ({files[0].name} is {w0}x{h0}, {odd.name} is "
+            f"{w1}x{h1}); resize or crop them to one size"
         )
     gray = all(im.mode in ("L", "1", "I;16", "I") for im in images)
     mode = "L" if gray else "RGB"
@@ -130,8 +131,10 @@ def load_data(spec: str, *, key: str | None = None, patch: int = 32) -> Dataset:
     if not path.exists():
         looks_like_name = not path.suffix and "/" not in spec
         if looks_like_name:
-            raise DataError(f"unknown dataset {spec!r}; built-in names are {', '.join(BUILTIN)}, "
-                            "or give a .npy/.npz/.csv file or an image folder")
+            raise DataError(
+                f"unknown dataset {spec!r}; built-in names are {', '.join(BUILTIN)}, "
+                "or give a .npy/.npz/.csv file or an image folder"
+            )
         raise DataError(f"{spec}: no such file or folder")
     name = path.stem if path.is_file() else path.name
     if path.is_dir():
@@ -163,8 +166,9 @@ def fit_normalization(x_train: np.ndarray, kind: str, *, is_image: bool) -> dict
     axes: tuple[int, ...] = (0, 2, 3) if is_image else (0,)
     if kind == "none":
         offset, scale = np.zeros(1), np.ones(1)
-    elif kind == "scale":
-        offset, scale = np.zeros(1), np.array([255.0 if is_image else float(np.abs(x_train).max() or 1)])
+    elif kind == "scale":  # 8-bit images (values past 1) by 255, anything else by max |x|
+        peak = float(np.abs(x_train).max())
+        offset, scale = np.zeros(1), np.array([255.0 if is_image and peak > 1 else peak or 1.0])
     elif kind == "minmax":
         lo, hi = x_train.min(axis=axes, keepdims=True)[0], x_train.max(axis=axes, keepdims=True)[0]
         offset, scale = lo, np.where(hi - lo > 0, hi - lo, 1.0)

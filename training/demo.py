@@ -15,23 +15,31 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from latentwire.runtime import load, read_codes_file, write_codes_file
 
 from .data import Dataset, load_data, split
 from .pipeline import psnr, train_and_export
 
 
-def run(*, out: Path, latent_dim: int = 8, seed: int = 0, epochs: int = 300,
-        progress: bool = True) -> dict[str, Any]:
+def run(
+    *, out: Path, latent_dim: int = 8, seed: int = 0, epochs: int = 300, progress: bool = True
+) -> dict[str, Any]:
     t0 = time.perf_counter()
     digits = load_data("digits")
     rest_idx, test_idx = split(len(digits.x), 0.2, seed)
     rest = Dataset(digits.x[rest_idx], "digits", "digits", False, digits.default_normalization)
     x_test = digits.x[test_idx]
-    trained = train_and_export(rest, name="digits-demo", out=out, checkpoint=None, resume=False,
-                               latent_dim=latent_dim, epochs=epochs, seed=seed, progress=progress)
+    trained = train_and_export(
+        rest,
+        name="digits-demo",
+        out=out,
+        checkpoint=None,
+        resume=False,
+        latent_dim=latent_dim,
+        epochs=epochs,
+        seed=seed,
+        progress=progress,
+    )
     train_seconds = time.perf_counter() - t0
 
     model = load(out)
@@ -51,16 +59,26 @@ def run(*, out: Path, latent_dim: int = 8, seed: int = 0, epochs: int = 300,
     data_range = 1.0  # digits / 16 lies in [0, 1]
     ae_db, pca_db = psnr(x_test, x_hat, data_range), psnr(x_test, x_pca, data_range)
     return {
-        "dataset": "digits", "n_test": n, "features": int(x_test.shape[1]), "latent_dim": latent_dim,
-        "seed": seed, "package": str(out), "fingerprint": model.fingerprint,
-        "codes_file": str(codes_path), "codes_file_bytes": file_bytes,
+        "dataset": "digits",
+        "n_test": n,
+        "features": int(x_test.shape[1]),
+        "latent_dim": latent_dim,
+        "seed": seed,
+        "package": str(out),
+        "fingerprint": model.fingerprint,
+        "codes_file": str(codes_path),
+        "codes_file_bytes": file_bytes,
         "raw_float32_bytes_per_sample": raw_per_sample,
         "code_bytes_per_sample": payload / n,
         "message_bytes_per_sample": message_bytes / n,
         "compression_ratio": raw_per_sample / (payload / n),
-        "psnr_db": ae_db, "pca_psnr_db": pca_db, "psnr_gain_db": ae_db - pca_db,
-        "epochs": trained.result.epochs_run, "seconds": time.perf_counter() - t0,
-        "train_seconds": train_seconds, "providers": model.providers,
+        "psnr_db": ae_db,
+        "pca_psnr_db": pca_db,
+        "psnr_gain_db": ae_db - pca_db,
+        "epochs": trained.result.epochs_run,
+        "seconds": time.perf_counter() - t0,
+        "train_seconds": train_seconds,
+        "providers": model.providers,
     }
 
 
@@ -69,16 +87,23 @@ def format_report(r: dict[str, Any]) -> str:
     rows = [
         ("held-out samples", f"{r['n_test']} digits (8x8, {r['features']} features in [0, 1])"),
         ("raw float32", f"{r['raw_float32_bytes_per_sample']} bytes/sample"),
-        ("codes on the wire", f"{r['code_bytes_per_sample']:.0f} bytes/sample ({k} x float32); "
-                              f"{r['message_bytes_per_sample']:.1f} with the message header"),
+        (
+            "codes on the wire",
+            f"{r['code_bytes_per_sample']:.0f} bytes/sample ({k} x float32); "
+            f"{r['message_bytes_per_sample']:.1f} with the message header",
+        ),
         ("compression ratio", f"{r['compression_ratio']:.1f}x"),
         ("autoencoder PSNR", f"{r['psnr_db']:.2f} dB"),
         (f"PCA ({k} components)", f"{r['pca_psnr_db']:.2f} dB"),
         ("difference", f"{r['psnr_gain_db']:+.2f} dB"),
     ]
     width = max(len(a) for a, _ in rows)
-    lines = [f"latentwire demo: digits, K={k}, seed {r['seed']} "
-             f"({r['epochs']} epochs, {r['seconds']:.1f}s total, runtime on {r['providers'][0]})"]
+    lines = [
+        f"latentwire demo: digits, K={k}, seed {r['seed']} "
+        f"({r['epochs']} epochs, {r['seconds']:.1f}s total, runtime on {r['providers'][0]})"
+    ]
     lines += [f"  {a:<{width}}  {b}" for a, b in rows]
-    lines.append(f"  package {r['package']} (fingerprint {r['fingerprint']}), codes {r['codes_file']}")
+    lines.append(
+        f"  package {r['package']} (fingerprint {r['fingerprint']}), codes {r['codes_file']}"
+    )
     return "\n".join(lines)

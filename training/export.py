@@ -47,15 +47,23 @@ class ExportError(LatentwireError):
     """The ONNX graphs could not be made, checked, or do not match torch."""
 
 
-def _to_onnx(module: torch.nn.Module, example: torch.Tensor, names: tuple[str, str],
-             dynamic: dict[int, Any]) -> onnx.ModelProto:
+def _to_onnx(
+    module: torch.nn.Module, example: torch.Tensor, names: tuple[str, str], dynamic: dict[int, Any]
+) -> onnx.ModelProto:
     """torch -> ONNX with the dynamo exporter, quietly; all weights inline (single file)."""
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         logging.getLogger("torch.onnx").setLevel(logging.ERROR)
         program = torch.onnx.export(
-            module, (example,), dynamo=True, input_names=[names[0]], output_names=[names[1]],
-            dynamic_shapes=(dynamic,), opset_version=OPSET, external_data=False, verbose=False,
+            module,
+            (example,),
+            dynamo=True,
+            input_names=[names[0]],
+            output_names=[names[1]],
+            dynamic_shapes=(dynamic,),
+            opset_version=OPSET,
+            external_data=False,
+            verbose=False,
             optimize=True,
         )
     if program is None:
@@ -82,8 +90,14 @@ def _dynamic_axes(cfg: ModelConfig, for_latent: bool) -> dict[int, Any]:
     return {0: batch, 2: s * h, 3: s * w}
 
 
-def check_parity(module: torch.nn.Module, onnx_bytes: bytes, names: tuple[str, str],
-                 samples: np.ndarray, *, label: str) -> float:
+def check_parity(
+    module: torch.nn.Module,
+    onnx_bytes: bytes,
+    names: tuple[str, str],
+    samples: np.ndarray,
+    *,
+    label: str,
+) -> float:
     """Max abs error between torch and ONNX Runtime at batch 1, 7 and 256; raises when > 1e-5."""
     session = create_session(onnx_bytes, "cpu", label=f"parity {label}", announce=False)
     worst = 0.0
@@ -94,7 +108,9 @@ def check_parity(module: torch.nn.Module, onnx_bytes: bytes, names: tuple[str, s
             want = module(torch.from_numpy(x)).numpy()
         got = session.run([names[1]], {names[0]: x})[0]
         if got.shape != want.shape:
-            raise ExportError(f"{label}: ONNX output shape {got.shape} != torch {want.shape} at batch {batch}")
+            raise ExportError(
+                f"{label}: ONNX output shape {got.shape} != torch {want.shape} at batch {batch}"
+            )
         err = float(np.max(np.abs(got - want)))
         worst = max(worst, err)
         if not err <= PARITY_ATOL:
@@ -134,7 +150,9 @@ def export_package(
     with torch.no_grad():
         latents = model.encoder(torch.from_numpy(samples)).numpy()
     enc = _to_onnx(model.encoder, example, ("x", "z"), _dynamic_axes(cfg, False))
-    dec = _to_onnx(model.decoder, torch.from_numpy(latents[:2]), ("z", "x_hat"), _dynamic_axes(cfg, True))
+    dec = _to_onnx(
+        model.decoder, torch.from_numpy(latents[:2]), ("z", "x_hat"), _dynamic_axes(cfg, True)
+    )
 
     conv = cfg.kind == "conv"
     in_shape: list[int | None] = [cfg.input_shape[0], None, None] if conv else list(cfg.input_shape)
@@ -146,7 +164,12 @@ def export_package(
         "fingerprint": "",
         "input": {"name": "x", "shape": in_shape, "dtype": "float32", "multiple_of": cfg.stride},
         "latent": {"name": "z", "shape": lat_shape, "dtype": "float32", "multiple_of": 1},
-        "output": {"name": "x_hat", "shape": in_shape, "dtype": "float32", "multiple_of": cfg.stride},
+        "output": {
+            "name": "x_hat",
+            "shape": in_shape,
+            "dtype": "float32",
+            "multiple_of": cfg.stride,
+        },
         "normalization": normalization,
         "codes": {"format": code_format},
         "files": {},
@@ -158,24 +181,36 @@ def export_package(
     }
     graphs = {"encoder": enc, "decoder": dec}
     for role, graph in graphs.items():
-        manifest["files"][role] = {"path": f"{role}.onnx",
-                                   "graph_sha256": _sha256(graph.SerializeToString())}
+        manifest["files"][role] = {
+            "path": f"{role}.onnx",
+            "graph_sha256": _sha256(graph.SerializeToString()),
+        }
     fingerprint = compute_fingerprint(manifest)
     manifest["fingerprint"] = fingerprint
     blobs: dict[str, bytes] = {}
     for role, graph in graphs.items():
-        onnx.helper.set_model_props(graph, {FINGERPRINT_KEY: fingerprint, "latentwire.name": name,
-                                            "latentwire.role": role})
+        onnx.helper.set_model_props(
+            graph, {FINGERPRINT_KEY: fingerprint, "latentwire.name": name, "latentwire.role": role}
+        )
         onnx.checker.check_model(graph, full_check=True)
         blobs[role] = graph.SerializeToString()
         manifest["files"][role].update(sha256=_sha256(blobs[role]), bytes=len(blobs[role]))
 
     enc_err = check_parity(model.encoder, blobs["encoder"], ("x", "z"), samples, label="encoder")
-    dec_err = check_parity(model.decoder, blobs["decoder"], ("z", "x_hat"), latents, label="decoder")
-    manifest["onnx"]["parity_max_abs_error"] = {"encoder": enc_err, "decoder": dec_err,
-                                                "batches": list(PARITY_BATCHES)}
-    log.info("parity ok: encoder %.2g, decoder %.2g (max abs error, batches %s)", enc_err, dec_err,
-             PARITY_BATCHES)
+    dec_err = check_parity(
+        model.decoder, blobs["decoder"], ("z", "x_hat"), latents, label="decoder"
+    )
+    manifest["onnx"]["parity_max_abs_error"] = {
+        "encoder": enc_err,
+        "decoder": dec_err,
+        "batches": list(PARITY_BATCHES),
+    }
+    log.info(
+        "parity ok: encoder %.2g, decoder %.2g (max abs error, batches %s)",
+        enc_err,
+        dec_err,
+        PARITY_BATCHES,
+    )
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))

@@ -3,6 +3,7 @@ g_a / g_s split), so each exports to its own ONNX graph."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -36,15 +37,22 @@ class ModelConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["input_shape"], d["hidden"], d["channels"] = (
-            list(self.input_shape), list(self.hidden), list(self.channels))
+            list(self.input_shape),
+            list(self.hidden),
+            list(self.channels),
+        )
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
         return cls(
-            kind=d["kind"], input_shape=tuple(d["input_shape"]), latent_dim=int(d["latent_dim"]),
-            hidden=tuple(d["hidden"]), channels=tuple(d["channels"]),
-            output_activation=d["output_activation"], extra=dict(d.get("extra", {})),
+            kind=d["kind"],
+            input_shape=tuple(d["input_shape"]),
+            latent_dim=int(d["latent_dim"]),
+            hidden=tuple(d["hidden"]),
+            channels=tuple(d["channels"]),
+            output_activation=d["output_activation"],
+            extra=dict(d.get("extra", {})),
         )
 
 
@@ -60,15 +68,18 @@ class DenseAutoencoder(nn.Module):
         dim = math.prod(cfg.input_shape)
         widths = [dim, *cfg.hidden]
         enc: list[nn.Module] = [nn.Flatten()]
-        for a, b in zip(widths, widths[1:], strict=False):
+        for a, b in itertools.pairwise(widths):
             enc += [nn.Linear(a, b), nn.GELU()]
         enc.append(nn.Linear(widths[-1], cfg.latent_dim))
         dec: list[nn.Module] = []
         back = [cfg.latent_dim, *reversed(cfg.hidden)]
-        for a, b in zip(back, back[1:], strict=False):
+        for a, b in itertools.pairwise(back):
             dec += [nn.Linear(a, b), nn.GELU()]
-        dec += [nn.Linear(back[-1], dim), _activation(cfg.output_activation),
-                nn.Unflatten(1, cfg.input_shape)]
+        dec += [
+            nn.Linear(back[-1], dim),
+            _activation(cfg.output_activation),
+            nn.Unflatten(1, cfg.input_shape),
+        ]
         self.encoder = nn.Sequential(*enc)
         self.decoder = nn.Sequential(*dec)
 
@@ -114,7 +125,9 @@ def build_model(cfg: ModelConfig) -> Autoencoder:
         return DenseAutoencoder(cfg)
     if cfg.kind == "conv":
         if len(cfg.input_shape) != 3:
-            raise ValueError(f"the conv model needs images (C, H, W), got samples of shape {cfg.input_shape}")
+            raise ValueError(
+                f"the conv model needs images (C, H, W), got samples of shape {cfg.input_shape}"
+            )
         return ConvAutoencoder(cfg)
     raise ValueError(f"unknown model kind {cfg.kind!r}; use dense or conv")
 

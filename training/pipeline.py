@@ -54,30 +54,63 @@ class TrainedPackage:
         )
 
 
-def make_config(data: Dataset, *, model: str, latent_dim: int | None, hidden: tuple[int, ...],
-                channels: tuple[int, ...]) -> ModelConfig:
+def make_config(
+    data: Dataset,
+    *,
+    model: str,
+    latent_dim: int | None,
+    hidden: tuple[int, ...],
+    channels: tuple[int, ...],
+) -> ModelConfig:
     kind = ("conv" if data.is_image else "dense") if model == "auto" else model
     shape = tuple(int(s) for s in data.x.shape[1:])
     if kind == "conv":
         if len(shape) != 3:
-            raise DataError(f"--model conv needs images (N, C, H, W); {data.source} has samples of shape {shape}")
+            raise DataError(
+                f"--model conv needs images (N, C, H, W); {data.source} has samples "
+                f"of shape {shape}"
+            )
         stride = 2 ** len(channels)
         if shape[1] % stride or shape[2] % stride:
-            raise DataError(f"conv model with {len(channels)} stride-2 stages needs image sides that "
-                            f"are multiples of {stride}; got {shape[1]}x{shape[2]}")
+            raise DataError(
+                f"conv model with {len(channels)} stride-2 stages needs image sides that "
+                f"are multiples of {stride}; got {shape[1]}x{shape[2]}"
+            )
     default_k = 16 if kind == "conv" else 8
-    return ModelConfig(kind=kind, input_shape=shape, latent_dim=latent_dim or default_k,
-                       hidden=tuple(hidden), channels=tuple(channels))
+    return ModelConfig(
+        kind=kind,
+        input_shape=shape,
+        latent_dim=latent_dim or default_k,
+        hidden=tuple(hidden),
+        channels=tuple(channels),
+    )
 
 
-def train_and_export(data: Dataset, *, name: str, out: Path, checkpoint: Path | None, resume: bool,
-                     model: str = "auto", latent_dim: int | None = None,
-                     hidden: tuple[int, ...] = (128, 64), channels: tuple[int, ...] = (64, 96, 128),
-                     normalize: str = "auto", **train_kwargs: Any) -> TrainedPackage:
+def train_and_export(
+    data: Dataset,
+    *,
+    name: str,
+    out: Path,
+    checkpoint: Path | None,
+    resume: bool,
+    model: str = "auto",
+    latent_dim: int | None = None,
+    hidden: tuple[int, ...] = (128, 64),
+    channels: tuple[int, ...] = (64, 96, 128),
+    normalize: str = "auto",
+    **train_kwargs: Any,
+) -> TrainedPackage:
     cfg = make_config(data, model=model, latent_dim=latent_dim, hidden=hidden, channels=channels)
     tcfg = TrainConfig(**train_kwargs)
-    result = train(data, model_config=cfg, config=tcfg, normalization=normalize,
-                   checkpoint=checkpoint, resume=resume)
+    result = train(
+        data,
+        model_config=cfg,
+        config=tcfg,
+        normalization=normalize,
+        checkpoint=checkpoint,
+        resume=resume,
+        name=name,
+    )
     assert result.train_index is not None and result.val_index is not None
     x_tr, x_val = data.x[result.train_index], data.x[result.val_index]
     data_range = float(x_tr.max() - x_tr.min()) or 1.0
@@ -85,13 +118,26 @@ def train_and_export(data: Dataset, *, name: str, out: Path, checkpoint: Path | 
     offset, scale = (np.asarray(result.normalization[k], np.float32) for k in ("offset", "scale"))
     samples = ((x_val[:256] - offset) / scale).astype(np.float32)
     info = {
-        "data": data.source, "n_train": len(x_tr), "n_val": len(x_val), "seed": tcfg.seed,
-        "epochs": result.epochs_run, "loss": tcfg.loss, "noise": tcfg.noise,
-        "best_val_loss": round(result.best_val, 8), "val_psnr_db": round(val_psnr, 3),
+        "data": data.source,
+        "n_train": len(x_tr),
+        "n_val": len(x_val),
+        "seed": tcfg.seed,
+        "epochs": result.epochs_run,
+        "loss": tcfg.loss,
+        "noise": tcfg.noise,
+        "best_val_loss": round(result.best_val, 8),
+        "val_psnr_db": round(val_psnr, 3),
         "data_range": data_range,
     }
-    manifest = export_package(result.model, result.model_config, out=out, name=name,
-                              normalization=result.normalization, samples=samples, info=info)
+    manifest = export_package(
+        result.model,
+        result.model_config,
+        out=out,
+        name=name,
+        normalization=result.normalization,
+        samples=samples,
+        info=info,
+    )
     return TrainedPackage(result, manifest, out, val_psnr)
 
 
@@ -100,8 +146,20 @@ def export_checkpoint(path: Path, *, out: Path, name: str | None = None) -> dict
     ckpt = load_checkpoint(path)
     model, cfg = model_from_checkpoint(ckpt)
     samples = ckpt["parity_samples"].numpy()
-    info = {"data": ckpt["identity"]["data"], "seed": ckpt["identity"]["seed"],
-            "epochs": ckpt["epoch"], "loss": ckpt["loss"], "best_val_loss": round(ckpt["best_val"], 8),
-            "exported_from": str(path)}
-    return export_package(model, cfg, out=out, name=name or ckpt["name"],
-                          normalization=ckpt["identity"]["normalization"], samples=samples, info=info)
+    info = {
+        "data": ckpt["identity"]["data"],
+        "seed": ckpt["identity"]["seed"],
+        "epochs": ckpt["epoch"],
+        "loss": ckpt["loss"],
+        "best_val_loss": round(ckpt["best_val"], 8),
+        "exported_from": str(path),
+    }
+    return export_package(
+        model,
+        cfg,
+        out=out,
+        name=name or ckpt["name"],
+        normalization=ckpt["identity"]["normalization"],
+        samples=samples,
+        info=info,
+    )

@@ -66,7 +66,7 @@ class TrainResult:
 
 
 def parse_noise(spec: str | None) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None:
-    """"gaussian:0.3" adds N(0, 0.3^2) noise (model units); "mask:0.25" zeroes 25% of values."""
+    """ "gaussian:0.3" adds N(0, 0.3^2) noise (model units); "mask:0.25" zeroes 25% of values."""
     if not spec:
         return None
     kind, _, value = spec.partition(":")
@@ -75,7 +75,9 @@ def parse_noise(spec: str | None) -> Callable[[torch.Tensor, torch.Generator], t
     except ValueError:
         amount = math.nan
     if kind not in ("gaussian", "mask") or not math.isfinite(amount) or amount < 0:
-        raise DataError(f"--noise must be gaussian:SIGMA or mask:P (e.g. gaussian:0.3), got {spec!r}")
+        raise DataError(
+            f"--noise must be gaussian:SIGMA or mask:P (e.g. gaussian:0.3), got {spec!r}"
+        )
     if kind == "mask" and not amount < 1:
         raise DataError(f"--noise mask:P needs 0 <= P < 1, got {amount}")
 
@@ -112,7 +114,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise DataError(f"{p} is not a readable latentwire checkpoint ({exc.__class__.__name__})") from None
+        raise DataError(
+            f"{p} is not a readable latentwire checkpoint ({exc.__class__.__name__})"
+        ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise DataError(f"{p} is not a latentwire checkpoint")
     return ckpt
@@ -126,6 +130,7 @@ def train(
     normalization: str = "auto",
     checkpoint: Path | None = None,
     resume: bool = False,
+    name: str | None = None,
 ) -> TrainResult:
     """Train an autoencoder on `data` and return the best model (by validation loss)."""
     train_idx, val_idx = split(len(data.x), config.val_fraction, config.seed)
@@ -156,7 +161,9 @@ def train(
     torch.manual_seed(config.seed)
     model = build_model(model_config).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.epochs, eta_min=config.lr * 0.05)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(
+        opt, T_max=config.epochs, eta_min=config.lr * 0.05
+    )
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     gen = torch.Generator().manual_seed(config.seed)
     xt = torch.from_numpy(x_n[train_idx]).to(device)
@@ -165,16 +172,32 @@ def train(
     start_epoch, best_val, bad_epochs = 0, math.inf, 0
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     history: list[dict[str, float]] = []
-    identity = {"model_config": model_config.to_dict(), "data": data.source, "seed": config.seed,
-                "normalization": norm, "val_fraction": config.val_fraction}
+    identity = {
+        "model_config": model_config.to_dict(),
+        "data": data.source,
+        "seed": config.seed,
+        "normalization": norm,
+        "val_fraction": config.val_fraction,
+        # what changes the optimisation itself; --epochs may grow on resume (see below)
+        "loss": loss_name,
+        "noise": config.noise,
+        "batch_size": config.batch_size,
+        "lr": config.lr,
+        "weight_decay": config.weight_decay,
+    }
     if resume and checkpoint is not None and checkpoint.exists():
         ckpt = load_checkpoint(checkpoint)
         mismatch = [k for k, v in identity.items() if ckpt["identity"].get(k) != v]
         if mismatch:
-            raise DataError(f"cannot resume from {checkpoint}: it was trained with different {', '.join(mismatch)}")
+            raise DataError(
+                f"cannot resume from {checkpoint}: it was trained with different "
+                f"{', '.join(mismatch)}"
+            )
         model.load_state_dict(ckpt["model_state"])
         opt.load_state_dict(ckpt["optimizer_state"])
         sched.load_state_dict(ckpt["scheduler_state"])
+        sched.T_max = config.epochs  # resuming with more --epochs stretches the cosine decay
+        scaler.load_state_dict(ckpt["scaler_state"])
         gen.set_state(ckpt["generator_state"])
         best_state = ckpt["best_state"]
         start_epoch, best_val, bad_epochs = ckpt["epoch"], ckpt["best_val"], ckpt["bad_epochs"]
@@ -184,11 +207,14 @@ def train(
     def loss_fn(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         out = out.float()
         if loss_name == "bce":
-            return F.binary_cross_entropy(out.clamp(1e-6, 1 - 1e-6), target)
+            # minmax is fitted on the training split: validation targets may leave [0, 1]
+            return F.binary_cross_entropy(out.clamp(1e-6, 1 - 1e-6), target.clamp(0, 1))
         return F.mse_loss(out, target)
 
     def forward(x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        with torch.autocast(
+            device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
+        ):
             return model(x)  # type: ignore[no-any-return]
 
     val_gen_seed = config.seed + 1
@@ -197,8 +223,14 @@ def train(
     if config.progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=config.epochs, initial=start_epoch, desc=f"train {data.name}", unit="epoch",
-                   disable=not show, dynamic_ncols=True)
+        bar = tqdm(
+            total=config.epochs,
+            initial=start_epoch,
+            desc=f"train {data.name}",
+            unit="epoch",
+            disable=not show,
+            dynamic_ncols=True,
+        )
     t0 = time.perf_counter()
     epoch = start_epoch
     for epoch in range(start_epoch + 1, config.epochs + 1):
@@ -213,7 +245,7 @@ def train(
             inp = corrupt(target, gen) if corrupt else target
             loss = loss_fn(forward(inp), target)
             opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
             scaler.step(opt)
             scaler.update()
             total += loss.item() * len(target)
@@ -236,25 +268,44 @@ def train(
         if not show and config.progress and (epoch % 25 == 0 or epoch == 1):
             log.info("epoch %d: loss %.6f, val %.6f (best %.6f)", epoch, train_loss, val, best_val)
         if checkpoint is not None:
-            _save_atomic({
-                "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "identity": identity,
-                "name": data.name, "is_image": data.is_image, "loss": loss_name,
-                "train_config": asdict(config), "epoch": epoch, "best_val": best_val,
-                "bad_epochs": bad_epochs, "history": history,
-                "model_state": model.state_dict(), "best_state": best_state,
-                "optimizer_state": opt.state_dict(), "scheduler_state": sched.state_dict(),
-                "generator_state": gen.get_state(),
-                "parity_samples": torch.from_numpy(x_n[val_idx][:256].copy()),
-            }, checkpoint)
+            _save_atomic(
+                {
+                    "format": CHECKPOINT_FORMAT,
+                    "version": CHECKPOINT_VERSION,
+                    "identity": identity,
+                    "name": name or data.name,
+                    "is_image": data.is_image,
+                    "loss": loss_name,
+                    "train_config": asdict(config),
+                    "epoch": epoch,
+                    "best_val": best_val,
+                    "bad_epochs": bad_epochs,
+                    "history": history,
+                    "model_state": model.state_dict(),
+                    "best_state": best_state,
+                    "optimizer_state": opt.state_dict(),
+                    "scheduler_state": sched.state_dict(),
+                    "generator_state": gen.get_state(),
+                    "scaler_state": scaler.state_dict(),
+                    "parity_samples": torch.from_numpy(x_n[val_idx][:256].copy()),
+                },
+                checkpoint,
+            )
     if bar is not None:
         bar.close()
     stopped = "early stop" if bad_epochs >= config.patience else "epoch limit"
-    log.info("trained %d epochs in %.1fs (%s), best val loss %.6g", epoch, time.perf_counter() - t0,
-             stopped, best_val)
+    log.info(
+        "trained %d epochs in %.1fs (%s), best val loss %.6g",
+        epoch,
+        time.perf_counter() - t0,
+        stopped,
+        best_val,
+    )
     model.load_state_dict(best_state)
     model.to("cpu").eval()
-    return TrainResult(model, model_config, norm, config, best_val, epoch, history, checkpoint,
-                       train_idx, val_idx)
+    return TrainResult(
+        model, model_config, norm, config, best_val, epoch, history, checkpoint, train_idx, val_idx
+    )
 
 
 def model_from_checkpoint(ckpt: dict[str, Any]) -> tuple[Autoencoder, ModelConfig]:

@@ -1,0 +1,66 @@
+"""Shared fixtures: small model packages trained once per test session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+GENERATE_EXPECTED = os.environ.get("GENERATE_EXPECTED") == "1"
+EXPECTED = Path(__file__).parent / "expected"
+
+
+def _train(out: Path, *, seed: int, data: str = "digits", **kwargs: Any) -> Path:
+    from latentwire.training.data import Dataset, load_data
+    from latentwire.training.pipeline import train_and_export
+
+    ds = load_data(data)
+    if ds.is_image:  # a few hundred patches are plenty for a smoke-sized conv model
+        ds = Dataset(ds.x[::4], ds.name, ds.source, True, ds.default_normalization)
+    train_and_export(
+        ds,
+        name=f"{data}-test",
+        out=out,
+        checkpoint=out.parent / f"{out.name}.ckpt",
+        resume=False,
+        seed=seed,
+        progress=False,
+        **kwargs,
+    )
+    return out
+
+
+@pytest.fixture(scope="session")
+def digits_pkg(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A dense digits model (K=8), briefly trained."""
+    return _train(tmp_path_factory.mktemp("pkg") / "digits", seed=0, epochs=15)
+
+
+@pytest.fixture(scope="session")
+def other_pkg(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Same architecture, another seed: a different fingerprint."""
+    return _train(tmp_path_factory.mktemp("pkg") / "digits-other", seed=1, epochs=3)
+
+
+@pytest.fixture(scope="session")
+def image_pkg(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small convolutional model on sample-images patches (stride 4)."""
+    return _train(
+        tmp_path_factory.mktemp("pkg") / "images",
+        seed=0,
+        data="sample-images",
+        epochs=1,
+        channels=(8, 8),
+        latent_dim=4,
+    )
+
+
+@pytest.fixture(scope="session")
+def digits_x() -> np.ndarray:
+    from sklearn.datasets import load_digits
+
+    x: np.ndarray = (load_digits().data[:100] / 16.0).astype(np.float32)
+    return x

@@ -1,0 +1,105 @@
+"""Export: single-file graphs that pass the checker, tensor names, metadata, parity."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from latentwire.runtime import load
+from latentwire.runtime.manifest import FINGERPRINT_KEY, compute_fingerprint
+from latentwire.training.export import ExportError, check_parity, export_package
+from latentwire.training.models import ModelConfig, build_model
+from latentwire.training.pipeline import export_checkpoint
+
+
+@pytest.mark.parametrize("pkg_name", ["digits_pkg", "image_pkg"])
+def test_package_layout_and_graphs(pkg_name: str, request: pytest.FixtureRequest) -> None:
+    pkg: Path = request.getfixturevalue(pkg_name)
+    assert sorted(p.name for p in pkg.iterdir()) == [
+        "decoder.onnx",
+        "encoder.onnx",
+        "manifest.json",
+    ]
+    manifest = json.loads((pkg / "manifest.json").read_text())
+    assert manifest["schema_version"] == 1
+    assert compute_fingerprint(manifest) == manifest["fingerprint"]
+    for role, (inp, out) in {"encoder": ("x", "z"), "decoder": ("z", "x_hat")}.items():
+        graph = onnx.load(str(pkg / f"{role}.onnx"), load_external_data=False)
+        onnx.checker.check_model(graph, full_check=True)
+        assert not any(
+            t.data_location == onnx.TensorProto.EXTERNAL for t in graph.graph.initializer
+        )
+        assert [i.name for i in graph.graph.input] == [inp]
+        assert [o.name for o in graph.graph.output] == [out]
+        assert graph.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # dynamic batch
+        assert max(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")) >= 17
+        meta = {p.key: p.value for p in graph.metadata_props}
+        assert meta[FINGERPRINT_KEY] == manifest["fingerprint"]
+    parity = manifest["onnx"]["parity_max_abs_error"]
+    assert parity["batches"] == [1, 7, 256]
+    assert parity["encoder"] <= 1e-5 and parity["decoder"] <= 1e-5
+
+
+def test_parity_check_fails_loudly_when_graph_and_torch_differ() -> None:
+    cfg = ModelConfig("dense", (64,), 8)
+    model = build_model(cfg).eval()
+    samples = np.random.default_rng(0).random((300, 64), dtype=np.float32)
+    from latentwire.training.export import _dynamic_axes, _to_onnx
+
+    blob = _to_onnx(
+        model.encoder, torch.from_numpy(samples[:2]), ("x", "z"), _dynamic_axes(cfg, False)
+    ).SerializeToString()
+    assert check_parity(model.encoder, blob, ("x", "z"), samples, label="encoder") <= 1e-5
+    with torch.no_grad():
+        layer = model.encoder[1]
+        assert isinstance(layer, torch.nn.Linear)
+        layer.bias.add_(1e-3)  # torch drifts away from the exported graph
+    with pytest.raises(ExportError, match=r"disagree at batch 1: max abs error .* > 1e-05"):
+        check_parity(model.encoder, blob, ("x", "z"), samples, label="encoder")
+
+
+def test_failed_parity_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from latentwire.training import export as export_mod
+
+    monkeypatch.setattr(export_mod, "PARITY_ATOL", 0.0)  # no graph is bit-exact to torch here
+    cfg = ModelConfig("dense", (64,), 8)
+    samples = np.random.default_rng(0).random((300, 64), dtype=np.float32)
+    out = tmp_path / "pkg"
+    norm = {"kind": "none", "offset": [0.0], "scale": [1.0]}
+    with pytest.raises(ExportError, match="disagree"):
+        export_package(
+            build_model(cfg), cfg, out=out, name="t", normalization=norm, samples=samples
+        )
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_refuses_to_overwrite_a_non_package(tmp_path: Path) -> None:
+    (tmp_path / "keep.txt").write_text("mine")
+    cfg = ModelConfig("dense", (64,), 8)
+    with pytest.raises(ExportError, match="not a model package"):
+        export_package(
+            build_model(cfg),
+            cfg,
+            out=tmp_path,
+            name="t",
+            normalization={"kind": "none"},
+            samples=np.zeros((4, 64), np.float32),
+        )
+    assert (tmp_path / "keep.txt").read_text() == "mine"
+
+
+def test_reexport_from_checkpoint(digits_pkg: Path, tmp_path: Path, digits_x: np.ndarray) -> None:
+    ckpt = digits_pkg.parent / f"{digits_pkg.name}.ckpt"
+    manifest = export_checkpoint(ckpt, out=tmp_path / "again")
+    original = load(digits_pkg, providers="cpu")
+    again = load(tmp_path / "again", providers="cpu")
+    assert manifest["name"] == original.name
+    np.testing.assert_allclose(
+        again.decode(again.encode(digits_x)), original.decode(original.encode(digits_x)), atol=1e-5
+    )

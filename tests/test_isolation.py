@@ -1,0 +1,47 @@
+"""The runtime stays torch-free and onnx-free, and fails helpfully without ONNX Runtime."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+
+def _run(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_runtime_never_imports_torch_or_onnx(digits_pkg: Path) -> None:
+    proc = _run(f"""
+        import sys
+        import numpy as np
+        import latentwire.runtime as rt
+        from latentwire.runtime import cli  # the CLI module too
+        m = rt.load({str(digits_pkg)!r}, providers="cpu")
+        x_hat = m.decode_codes(list(m.encode_codes(np.random.rand(5, 64))))
+        assert x_hat.shape == (5, 64)
+        heavy = sorted(k for k in sys.modules if k.split(".")[0] in ("torch", "onnx", "onnxscript"))
+        print("HEAVY", heavy)
+    """)
+    assert proc.returncode == 0, proc.stderr
+    assert "HEAVY []" in proc.stdout
+
+
+def test_missing_onnxruntime_names_the_extras() -> None:
+    proc = _run("""
+        import sys
+        class Block:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] == "onnxruntime":
+                    raise ImportError("No module named 'onnxruntime'")
+        sys.meta_path.insert(0, Block())
+        try:
+            import latentwire.runtime
+        except ImportError as exc:
+            print("MSG", exc)
+    """)
+    assert proc.returncode == 0, proc.stderr
+    assert "latentwire[cpu]" in proc.stdout and "latentwire[gpu]" in proc.stdout

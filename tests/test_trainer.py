@@ -1,0 +1,416 @@
+"""Tests for the training loop (training/trainer.py) and pipeline.make_config.
+
+All runs are short (a few epochs on the 1797-sample digits data, on the CPU).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from latentwire.runtime.errors import DataError
+from latentwire.training.data import Dataset, load_data
+from latentwire.training.models import ModelConfig
+from latentwire.training.pipeline import make_config
+from latentwire.training.trainer import (
+    TrainConfig,
+    TrainResult,
+    load_checkpoint,
+    model_from_checkpoint,
+    parse_noise,
+    train,
+)
+
+HIDDEN = (32, 16)  # small and fast; the defaults are (128, 64)
+CHANNELS = (64, 96, 128)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """Tiny models train faster on one thread, and do not stall when other work shares the CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def digits() -> Dataset:
+    return load_data("digits")
+
+
+@pytest.fixture(scope="module")
+def breast_cancer() -> Dataset:
+    return load_data("breast-cancer")
+
+
+def _config(data: Dataset, *, latent_dim: int | None = None) -> ModelConfig:
+    return make_config(data, model="auto", latent_dim=latent_dim, hidden=HIDDEN, channels=CHANNELS)
+
+
+def _tconfig(**kwargs: Any) -> TrainConfig:
+    """TrainConfig for tests: CPU, no progress bar, a few epochs unless told otherwise."""
+    base: dict[str, Any] = {"epochs": 3, "device": "cpu", "progress": False}
+    return TrainConfig(**{**base, **kwargs})
+
+
+def _run(
+    data: Dataset,
+    *,
+    checkpoint: Path | None = None,
+    resume: bool = False,
+    normalization: str = "auto",
+    latent_dim: int | None = None,
+    **kwargs: Any,
+) -> TrainResult:
+    return train(
+        data,
+        model_config=_config(data, latent_dim=latent_dim),
+        config=_tconfig(**kwargs),
+        normalization=normalization,
+        checkpoint=checkpoint,
+        resume=resume,
+    )
+
+
+def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+def _same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _image_dataset(height: int, width: int | None = None, channels: int = 3) -> Dataset:
+    shape = (4, channels, height, width or height)
+    x = np.random.default_rng(0).integers(0, 256, shape).astype(np.float32)
+    return Dataset(x=x, name="imgs", source="imgs", is_image=True, default_normalization="scale")
+
+
+# --------------------------------------------------------------------------- determinism
+
+
+def test_same_seed_same_weights(digits: Dataset) -> None:
+    a = _run(digits, seed=3)
+    b = _run(digits, seed=3)
+    assert _same_state(_state(a.model), _state(b.model))
+    assert a.history == b.history
+    assert a.best_val == b.best_val
+    assert a.epochs_run == b.epochs_run == 3
+    np.testing.assert_array_equal(a.val_index, b.val_index)
+
+
+def test_different_seed_different_weights(digits: Dataset) -> None:
+    a = _run(digits, seed=0)
+    b = _run(digits, seed=1)
+    sa, sb = _state(a.model), _state(b.model)
+    assert sa.keys() == sb.keys()
+    assert not any(torch.equal(sa[k], sb[k]) for k in sa if sa[k].numel() > 1)
+    assert a.history != b.history
+
+
+def test_result_fields(digits: Dataset) -> None:
+    r = _run(digits, epochs=2)
+    assert r.epochs_run == 2
+    assert [h["epoch"] for h in r.history] == [1, 2]
+    assert r.best_val == min(h["val_loss"] for h in r.history)
+    assert r.train_index is not None and r.val_index is not None
+    assert len(r.train_index) + len(r.val_index) == len(digits.x)
+    assert not r.model.training
+    assert next(r.model.parameters()).device.type == "cpu"
+    assert r.checkpoint is None
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def test_resume_matches_uninterrupted_run(
+    digits: Dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    straight_ckpt = tmp_path / "straight.pt"
+    straight = _run(digits, epochs=6, checkpoint=straight_ckpt)
+    assert straight.epochs_run == 6
+
+    # Interrupt a second, identical run during epoch 4: the scheduler steps once at
+    # construction (last_epoch -1 -> 0) and once at the end of each epoch, so the call that
+    # finds last_epoch == 3 ends epoch 4, before its checkpoint is written.
+    sched_cls = torch.optim.lr_scheduler.CosineAnnealingLR
+    original_step = sched_cls.step
+    armed = {"on": True}
+    epoch_steps: list[int] = []
+
+    def interrupting_step(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if armed["on"] and self.last_epoch == 3:
+            raise KeyboardInterrupt
+        if self.last_epoch >= 0:  # not the step the constructor takes
+            epoch_steps.append(self.last_epoch + 1)
+        return original_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(sched_cls, "step", interrupting_step)
+    ckpt = tmp_path / "interrupted.pt"
+    with pytest.raises(KeyboardInterrupt):
+        _run(digits, epochs=6, checkpoint=ckpt)
+    saved = load_checkpoint(ckpt)
+    assert saved["epoch"] == 3
+    assert [h["epoch"] for h in saved["history"]] == [1, 2, 3]
+    assert epoch_steps == [1, 2, 3]
+    armed["on"] = False
+    epoch_steps.clear()
+
+    resumed = _run(digits, epochs=6, checkpoint=ckpt, resume=True)
+    assert epoch_steps == [4, 5, 6]  # it really resumed: only epochs 4-6 were trained
+    assert resumed.epochs_run == 6
+    assert resumed.history == straight.history
+    assert resumed.best_val == straight.best_val
+    assert _same_state(_state(resumed.model), _state(straight.model))
+    # the last-epoch weights and optimizer state in the checkpoints agree too
+    a, b = load_checkpoint(straight_ckpt), load_checkpoint(ckpt)
+    assert a["epoch"] == b["epoch"] == 6
+    assert _same_state(a["model_state"], b["model_state"])
+    assert _same_state(a["best_state"], b["best_state"])
+    assert a["history"] == b["history"]
+
+
+def test_resume_without_checkpoint_starts_fresh(digits: Dataset, tmp_path: Path) -> None:
+    fresh = _run(digits, epochs=2)
+    resumed = _run(digits, epochs=2, checkpoint=tmp_path / "new.pt", resume=True)
+    assert resumed.history == fresh.history
+    assert (tmp_path / "new.pt").is_file()
+
+
+def test_resume_finished_run_trains_no_more(digits: Dataset, tmp_path: Path) -> None:
+    ckpt = tmp_path / "c.pt"
+    first = _run(digits, epochs=2, checkpoint=ckpt)
+    again = _run(digits, epochs=2, checkpoint=ckpt, resume=True)
+    assert again.epochs_run == 2
+    assert again.history == first.history
+    assert _same_state(_state(again.model), _state(first.model))
+
+
+def test_checkpoint_holds_best_weights(digits: Dataset, tmp_path: Path) -> None:
+    ckpt = tmp_path / "c.pt"
+    r = _run(digits, epochs=2, checkpoint=ckpt)
+    assert r.checkpoint == ckpt
+    model, cfg = model_from_checkpoint(load_checkpoint(ckpt))
+    assert cfg == r.model_config
+    assert _same_state(_state(model), _state(r.model))
+
+
+def test_resume_with_other_seed_fails(digits: Dataset, tmp_path: Path) -> None:
+    ckpt = tmp_path / "c.pt"
+    _run(digits, epochs=1, checkpoint=ckpt, seed=0)
+    with pytest.raises(DataError, match="cannot resume") as info:
+        _run(digits, epochs=2, checkpoint=ckpt, resume=True, seed=1)
+    assert "seed" in str(info.value)
+
+
+def test_resume_with_other_model_fails(digits: Dataset, tmp_path: Path) -> None:
+    ckpt = tmp_path / "c.pt"
+    _run(digits, epochs=1, checkpoint=ckpt, latent_dim=8)
+    with pytest.raises(DataError, match="cannot resume") as info:
+        _run(digits, epochs=2, checkpoint=ckpt, resume=True, latent_dim=4)
+    assert "model_config" in str(info.value)
+
+
+def test_load_checkpoint_errors(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(DataError, match="not a readable latentwire checkpoint"):
+        load_checkpoint(junk)
+    other = tmp_path / "other.pt"
+    torch.save({"format": "something else"}, other)
+    with pytest.raises(DataError, match="not a latentwire checkpoint"):
+        load_checkpoint(other)
+
+
+# --------------------------------------------------------------------------- early stopping
+
+
+def test_early_stopping(digits: Dataset) -> None:
+    r = _run(digits, epochs=60, patience=2, lr=1e-9)
+    assert r.epochs_run < 15
+    assert len(r.history) == r.epochs_run
+    # it stopped because the last `patience` epochs did not beat the best
+    best_epoch = min(r.history, key=lambda h: h["val_loss"])["epoch"]
+    assert r.epochs_run - best_epoch == 2
+
+
+# --------------------------------------------------------------------------- noise
+
+
+def test_parse_noise_empty() -> None:
+    assert parse_noise(None) is None
+    assert parse_noise("") is None
+
+
+def test_mask_noise() -> None:
+    corrupt = parse_noise("mask:0.25")
+    assert corrupt is not None
+    x = torch.rand(200, 500) + 1.0  # no zeros of its own
+    out = corrupt(x, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape
+    zeroed = out == 0
+    assert float(zeroed.float().mean()) == pytest.approx(0.25, abs=0.01)
+    assert torch.equal(out[~zeroed], x[~zeroed])  # the rest is untouched
+    assert bool((x != 0).all())  # the input is not modified in place
+    again = corrupt(x, torch.Generator().manual_seed(0))
+    assert torch.equal(out, again)  # repeatable for a generator seed
+
+
+def test_gaussian_noise() -> None:
+    corrupt = parse_noise("gaussian:0.3")
+    assert corrupt is not None
+    x = torch.rand(200, 500)
+    out = corrupt(x, torch.Generator().manual_seed(0))
+    diff = out - x
+    assert float(diff.std()) == pytest.approx(0.3, rel=0.02)
+    assert float(diff.mean()) == pytest.approx(0.0, abs=0.01)
+    assert float((diff == 0).float().mean()) < 0.001
+    other = corrupt(x, torch.Generator().manual_seed(1))
+    assert not torch.equal(out, other)
+
+
+@pytest.mark.parametrize("spec", ["mask:0", "gaussian:0"])
+def test_zero_noise_is_identity(spec: str) -> None:
+    corrupt = parse_noise(spec)
+    assert corrupt is not None
+    x = torch.rand(10, 7) + 0.5
+    assert torch.equal(corrupt(x, torch.Generator().manual_seed(0)), x)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "foo:1",
+        "gaussian:x",
+        "mask:1.5",
+        "gaussian:-1",
+        "mask:1",
+        "mask:-0.1",
+        "gaussian",
+        "gaussian:nan",
+        "gaussian:inf",
+        "mask",
+    ],
+)
+def test_bad_noise_spec(spec: str) -> None:
+    with pytest.raises(DataError, match="--noise"):
+        parse_noise(spec)
+
+
+def test_denoising_run(digits: Dataset) -> None:
+    r = _run(digits, epochs=3, noise="mask:0.25")
+    assert math.isfinite(r.best_val)
+    assert all(math.isfinite(h["val_loss"]) and math.isfinite(h["train_loss"]) for h in r.history)
+    clean = _run(digits, epochs=3)
+    assert r.history != clean.history  # the corruption really was applied
+
+
+# --------------------------------------------------------------------------- loss and output
+
+
+def test_bce_outside_unit_range_fails(breast_cancer: Dataset) -> None:
+    with pytest.raises(DataError, match="--normalize minmax") as info:
+        _run(breast_cancer, epochs=1, loss="bce")
+    assert "--loss bce" in str(info.value)
+
+
+def test_bce_on_unit_data_trains(digits: Dataset) -> None:
+    r = _run(digits, epochs=2, loss="bce")
+    assert math.isfinite(r.best_val)
+
+
+def test_bce_with_minmax_trains(breast_cancer: Dataset) -> None:
+    r = _run(breast_cancer, epochs=1, loss="bce", normalization="minmax")
+    assert math.isfinite(r.best_val)
+
+
+def test_unknown_loss_fails(digits: Dataset) -> None:
+    with pytest.raises(DataError, match="--loss"):
+        _run(digits, epochs=1, loss="l1")
+
+
+def test_output_activation_sigmoid_for_digits(digits: Dataset) -> None:
+    r = _run(digits, epochs=1)
+    assert r.model_config.output_activation == "sigmoid"
+    assert isinstance(r.model.decoder[-2], torch.nn.Sigmoid)
+    assert r.normalization["kind"] == "none"
+
+
+def test_output_activation_identity_for_standardized(
+    digits: Dataset, breast_cancer: Dataset
+) -> None:
+    r = _run(breast_cancer, epochs=1)
+    assert r.normalization["kind"] == "standard"
+    assert r.model_config.output_activation == "identity"
+    assert isinstance(r.model.decoder[-2], torch.nn.Identity)
+    r = _run(digits, epochs=1, normalization="standard")
+    assert r.model_config.output_activation == "identity"
+
+
+# --------------------------------------------------------------------------- make_config
+
+
+def test_make_config_dense_for_tables(digits: Dataset) -> None:
+    cfg = make_config(digits, model="auto", latent_dim=None, hidden=(128, 64), channels=CHANNELS)
+    assert cfg.kind == "dense"
+    assert cfg.input_shape == (64,)
+    assert cfg.latent_dim == 8
+    assert cfg.hidden == (128, 64)
+
+
+def test_make_config_conv_for_images() -> None:
+    cfg = make_config(
+        _image_dataset(16), model="auto", latent_dim=None, hidden=HIDDEN, channels=CHANNELS
+    )
+    assert cfg.kind == "conv"
+    assert cfg.input_shape == (3, 16, 16)
+    assert cfg.latent_dim == 16
+    assert cfg.stride == 8
+    dense = make_config(
+        _image_dataset(12), model="dense", latent_dim=5, hidden=HIDDEN, channels=CHANNELS
+    )
+    assert dense.kind == "dense"
+    assert dense.latent_dim == 5
+
+
+def test_make_config_conv_needs_images(digits: Dataset) -> None:
+    with pytest.raises(DataError, match="--model conv needs images") as info:
+        make_config(digits, model="conv", latent_dim=None, hidden=HIDDEN, channels=CHANNELS)
+    assert "(64,)" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("height", "width", "channels", "stride"),
+    [(20, 20, CHANNELS, 8), (16, 20, CHANNELS, 8), (12, 8, CHANNELS, 8), (7, 8, (8,), 2)],
+)
+def test_make_config_conv_side_not_multiple_of_stride(
+    height: int, width: int, channels: tuple[int, ...], stride: int
+) -> None:
+    with pytest.raises(DataError, match=f"multiples of {stride}") as info:
+        make_config(
+            _image_dataset(height, width),
+            model="conv",
+            latent_dim=None,
+            hidden=HIDDEN,
+            channels=channels,
+        )
+    assert f"{height}x{width}" in str(info.value)
+
+
+def test_make_config_conv_side_multiple_of_stride_ok() -> None:
+    cfg = make_config(
+        _image_dataset(24), model="conv", latent_dim=None, hidden=HIDDEN, channels=CHANNELS
+    )
+    assert cfg.input_shape == (3, 24, 24)
