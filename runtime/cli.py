@@ -118,7 +118,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         + ", ".join(
             f"{k}={v}"
             for k, v in raw.get("model", {}).items()
-            if k in ("hidden", "channels", "latent_dim", "output_activation")
+            if k in ("latent_dim", "output_activation")
+            or k == ("channels" if raw["model"].get("kind") == "conv" else "hidden")
         ),
     ]
     for role in ("encoder", "decoder"):

@@ -58,7 +58,10 @@ def run(
     x_pca = pca.inverse_transform(pca.transform(x_test))
     data_range = 1.0  # digits / 16 lies in [0, 1]
     ae_db, pca_db = psnr(x_test, x_hat, data_range), psnr(x_test, x_pca, data_range)
+    plot = out.parent / f"{out.name}.png"
+    _plot(x_test[:12], x_hat[:12], x_pca[:12], plot, ae_db, pca_db, latent_dim)
     return {
+        "plot": str(plot),
         "dataset": "digits",
         "n_test": n,
         "features": int(x_test.shape[1]),
@@ -82,6 +85,30 @@ def run(
     }
 
 
+def _plot(x: np.ndarray, ae: np.ndarray, pca: np.ndarray, path: Path, ae_db: float,
+          pca_db: float, k: int) -> None:
+    """Held-out digits: originals, autoencoder and PCA reconstructions, one row each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [("held-out", x), (f"autoencoder\n{ae_db:.1f} dB", ae), (f"PCA ({k})\n{pca_db:.1f} dB", pca)]
+    fig, axes = plt.subplots(3, len(x), figsize=(len(x) * 0.8, 3 * 0.95))
+    for r, (label, images) in enumerate(rows):
+        for c, img in enumerate(images):
+            ax = axes[r, c]
+            ax.imshow(img.reshape(8, 8), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+    fig.suptitle(f"digits, K={k}: {k * 4} bytes/sample on the wire vs {x.shape[1] * 4} raw",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def format_report(r: dict[str, Any]) -> str:
     k = r["latent_dim"]
     rows = [
@@ -103,6 +130,7 @@ def format_report(r: dict[str, Any]) -> str:
         f"({r['epochs']} epochs, {r['seconds']:.1f}s total, runtime on {r['providers'][0]})"
     ]
     lines += [f"  {a:<{width}}  {b}" for a, b in rows]
+    lines.append(f"  picture {r['plot']}")
     lines.append(
         f"  package {r['package']} (fingerprint {r['fingerprint']}), codes {r['codes_file']}"
     )

@@ -123,7 +123,7 @@ def train_and_export(
         "n_val": len(x_val),
         "seed": tcfg.seed,
         "epochs": result.epochs_run,
-        "loss": tcfg.loss,
+        "loss": result.loss,
         "noise": tcfg.noise,
         "best_val_loss": round(result.best_val, 8),
         "val_psnr_db": round(val_psnr, 3),

@@ -59,6 +59,8 @@ class TrainResult:
     train_config: TrainConfig
     best_val: float
     epochs_run: int
+    loss: str
+    """The loss actually used (auto resolved)."""
     history: list[dict[str, float]] = field(default_factory=list)
     checkpoint: Path | None = None
     train_index: np.ndarray | None = None
@@ -304,7 +306,8 @@ def train(
     model.load_state_dict(best_state)
     model.to("cpu").eval()
     return TrainResult(
-        model, model_config, norm, config, best_val, epoch, history, checkpoint, train_idx, val_idx
+        model, model_config, norm, config, best_val, epoch, loss_name, history, checkpoint,
+        train_idx, val_idx,
     )
 
 
