@@ -43,8 +43,8 @@ def _training() -> ModuleType | None:
         return None
 
 
-def _load(args: argparse.Namespace) -> Model:
-    return Model(args.model, providers=args.providers, threads=args.threads)
+def _load(args: argparse.Namespace, role: str) -> Model:
+    return Model(args.model, providers=args.providers, threads=args.threads, roles=(role,))
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -66,7 +66,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_encode(args: argparse.Namespace) -> int:
     check_writable(args.out)
-    model = _load(args)
+    model = _load(args, "encoder")
     x = read_array(args.input, key=args.key)
     t0 = time.perf_counter()
     messages = list(model.encode_codes(x, chunk=args.chunk))
@@ -86,7 +86,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
 def cmd_decode(args: argparse.Namespace) -> int:
     check_writable(args.out, (".npy", ".csv"))
-    model = _load(args)
+    model = _load(args, "decoder")
     messages = read_codes_file(args.codes)
     x_hat = model.decode_codes(messages)
     write_array(args.out, x_hat)
@@ -124,6 +124,11 @@ def cmd_info(args: argparse.Namespace) -> int:
     ]
     for role in ("encoder", "decoder"):
         entry = m.files[role]
+        if not (path / entry["path"]).exists():
+            lines.append(
+                f"{role:<12} {entry['path']} not in this package (encode-only or decode-only)"
+            )
+            continue
         try:
             read_verified(path, m, role)
             status = "sha256 ok"

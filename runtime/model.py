@@ -80,8 +80,15 @@ def read_verified(path: Path, manifest: Manifest, role: str) -> bytes:
     return blob
 
 
+ROLES = ("encoder", "decoder")
+
+
 class Model:
-    """A loaded model package: verified files, one ONNX Runtime session per graph."""
+    """A loaded model package: verified files, one ONNX Runtime session per graph.
+
+    `roles` picks the graphs to load: an edge device that only encodes needs a package
+    with just `encoder.onnx` and `manifest.json`, and loads `roles=("encoder",)`.
+    """
 
     def __init__(
         self,
@@ -90,6 +97,7 @@ class Model:
         providers: _ort.Providers = "auto",
         threads: int = 0,
         batch_size: int = DEFAULT_BATCH,
+        roles: tuple[str, ...] = ROLES,
     ) -> None:
         self.path = Path(path)
         self.manifest = Manifest.load(self.path)
@@ -100,7 +108,9 @@ class Model:
                 f"{self.path}: manifest fingerprint {m.fingerprint} does not match its contents "
                 "(the manifest was edited after export)"
             )
-        blobs = {role: read_verified(self.path, m, role) for role in ("encoder", "decoder")}
+        if not roles or any(r not in ROLES for r in roles):
+            raise ValueError(f"roles must be a non-empty subset of {ROLES}, got {roles}")
+        blobs = {role: read_verified(self.path, m, role) for role in roles}
         self._sessions = {
             role: _ort.create_session(blob, providers, threads=threads, label=f"{m.name} {role}")
             for role, blob in blobs.items()
@@ -112,7 +122,7 @@ class Model:
                     f"{self.path}: {role}.onnx carries fingerprint {meta!r}, manifest says "
                     f"{m.fingerprint!r}"
                 )
-        self.providers = self._sessions["decoder"].get_providers()
+        self.providers = next(iter(self._sessions.values())).get_providers()
 
     # -- properties ---------------------------------------------------------------------
     @property
@@ -132,7 +142,11 @@ class Model:
 
     # -- arrays -------------------------------------------------------------------------
     def _run(self, role: str, feed: str, out: str, arr: np.ndarray) -> np.ndarray:
-        sess = self._sessions[role]
+        sess = self._sessions.get(role)
+        if sess is None:
+            raise PackageError(
+                f"{self.path}: the {role} was not loaded (roles={tuple(self._sessions)})"
+            )
         parts = [sess.run([out], {feed: arr[s]})[0] for s in _chunks(len(arr), self.batch_size)]
         if not parts:
             return np.zeros(
@@ -199,6 +213,12 @@ class Model:
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
-def load(path: str | Path, *, providers: _ort.Providers = "auto", threads: int = 0) -> Model:
-    """Load and verify a model package directory."""
-    return Model(path, providers=providers, threads=threads)
+def load(
+    path: str | Path,
+    *,
+    providers: _ort.Providers = "auto",
+    threads: int = 0,
+    roles: tuple[str, ...] = ROLES,
+) -> Model:
+    """Load and verify a model package directory (both graphs, or only `roles`)."""
+    return Model(path, providers=providers, threads=threads, roles=roles)

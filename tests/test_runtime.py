@@ -227,3 +227,20 @@ def test_image_model_any_multiple_of_the_stride(image_pkg: Path) -> None:
         model.encode(np.zeros((1, 3, 30, 24), np.float32))
     with pytest.raises(InputError, match="expects 3"):
         model.encode(np.zeros((1, 1, 32, 32), np.float32))
+
+
+def test_encoder_only_package_encodes_on_the_edge(
+    digits_pkg: Path, tmp_path: Path, digits_x: np.ndarray
+) -> None:
+    """An edge device carries encoder.onnx + manifest.json only."""
+    edge = tmp_path / "edge"
+    edge.mkdir()
+    for name in ("encoder.onnx", "manifest.json"):
+        shutil.copyfile(digits_pkg / name, edge / name)
+    with pytest.raises(PackageError, match=r"cannot read .*decoder"):
+        load(edge, providers="cpu")
+    enc = load(edge, providers="cpu", roles=("encoder",))
+    full = load(digits_pkg, providers="cpu")
+    np.testing.assert_array_equal(enc.encode(digits_x), full.encode(digits_x))
+    with pytest.raises(PackageError, match="the decoder was not loaded"):
+        enc.decode(np.zeros((1, 8), np.float32))

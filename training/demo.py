@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from latentwire.runtime import load, read_codes_file, write_codes_file
 
 from .data import Dataset, load_data, split
@@ -85,15 +87,20 @@ def run(
     }
 
 
-def _plot(x: np.ndarray, ae: np.ndarray, pca: np.ndarray, path: Path, ae_db: float,
-          pca_db: float, k: int) -> None:
+def _plot(
+    x: np.ndarray, ae: np.ndarray, pca: np.ndarray, path: Path, ae_db: float, pca_db: float, k: int
+) -> None:
     """Held-out digits: originals, autoencoder and PCA reconstructions, one row each."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [("held-out", x), (f"autoencoder\n{ae_db:.1f} dB", ae), (f"PCA ({k})\n{pca_db:.1f} dB", pca)]
+    rows = [
+        ("held-out", x),
+        (f"autoencoder\n{ae_db:.1f} dB", ae),
+        (f"PCA ({k})\n{pca_db:.1f} dB", pca),
+    ]
     fig, axes = plt.subplots(3, len(x), figsize=(len(x) * 0.8, 3 * 0.95))
     for r, (label, images) in enumerate(rows):
         for c, img in enumerate(images):
@@ -102,8 +109,9 @@ def _plot(x: np.ndarray, ae: np.ndarray, pca: np.ndarray, path: Path, ae_db: flo
             ax.set_xticks([])
             ax.set_yticks([])
         axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
-    fig.suptitle(f"digits, K={k}: {k * 4} bytes/sample on the wire vs {x.shape[1] * 4} raw",
-                 fontsize=9)
+    fig.suptitle(
+        f"digits, K={k}: {k * 4} bytes/sample on the wire vs {x.shape[1] * 4} raw", fontsize=9
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -306,8 +306,17 @@ def train(
     model.load_state_dict(best_state)
     model.to("cpu").eval()
     return TrainResult(
-        model, model_config, norm, config, best_val, epoch, loss_name, history, checkpoint,
-        train_idx, val_idx,
+        model,
+        model_config,
+        norm,
+        config,
+        best_val,
+        epoch,
+        loss_name,
+        history,
+        checkpoint,
+        train_idx,
+        val_idx,
     )
 
 
