@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Literal
 
-from .errors import ProviderError
+from .errors import PackageError, ProviderError
 
 try:
     import onnxruntime as ort
@@ -65,7 +65,13 @@ def create_session(
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
     requested = [CUDA, CPU] if want_cuda else [CPU]
-    session = ort.InferenceSession(model, sess_options=options, providers=requested)
+    try:
+        session = ort.InferenceSession(model, sess_options=options, providers=requested)
+    except Exception as exc:  # onnxruntime's pybind errors share no useful base class
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PackageError(
+            f"{label}: ONNX Runtime {ort.__version__} cannot load the graph: {first}"
+        ) from None
     used = session.get_providers()
     if want_cuda and used[0] != CUDA:
         if providers == "cuda":

@@ -8,6 +8,8 @@ readable line naming the file and, for CSV, the line and column.
 from __future__ import annotations
 
 import csv
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -59,18 +61,37 @@ def read_csv(path: Path) -> np.ndarray:
     return values
 
 
-def _read_npz(path: Path, key: str | None) -> np.ndarray:
-    with np.load(path, allow_pickle=False) as z:
-        keys = list(z.keys())
-        if not keys:
-            raise DataError(f"{path}: the archive holds no arrays")
-        if key is None:
-            if len(keys) > 1:
-                raise DataError(f"{path} holds several arrays {keys}; choose one with --key")
-            key = keys[0]
-        if key not in keys:
-            raise DataError(f"{path}: no array {key!r}; it holds {keys}")
-        return np.asarray(z[key])
+def _pick_npz(path: Path, z: np.lib.npyio.NpzFile, key: str | None) -> np.ndarray:
+    keys = list(z.keys())
+    if not keys:
+        raise DataError(f"{path}: the archive holds no arrays")
+    if key is None:
+        if len(keys) > 1:
+            raise DataError(f"{path} holds several arrays {keys}; choose one with --key")
+        key = keys[0]
+    if key not in keys:
+        raise DataError(f"{path}: no array {key!r}; it holds {keys}")
+    value = z[key]
+    if not isinstance(value, np.ndarray):  # a member that is not a .npy file: raw bytes
+        raise DataError(f"{path}: {key!r} in the archive is not a NumPy array")
+    return value
+
+
+def _read_numpy(path: Path, suffix: str, key: str | None) -> np.ndarray:
+    # np.load picks .npy or .npz from the file's first bytes, not from its name
+    loaded = np.load(path, allow_pickle=False)
+    if isinstance(loaded, np.lib.npyio.NpzFile):
+        with loaded as z:
+            if suffix != ".npz":
+                raise DataError(
+                    f"{path}: not a .npy file (it looks like an .npz archive); rename it to .npz"
+                )
+            return _pick_npz(path, z, key)
+    if suffix != ".npy":
+        raise DataError(
+            f"{path}: not an .npz archive (it looks like a .npy file); rename it to .npy"
+        )
+    return np.asarray(loaded)
 
 
 def read_array(path: str | Path, *, key: str | None = None) -> np.ndarray:
@@ -86,15 +107,16 @@ def read_array(path: str | Path, *, key: str | None = None) -> np.ndarray:
     if p.stat().st_size == 0:
         raise DataError(f"{p}: the file is empty")
     try:
-        if suffix == ".npy":
-            return np.asarray(np.load(p, allow_pickle=False))
-        if suffix == ".npz":
-            return _read_npz(p, key)
-        return read_csv(p)
+        x = read_csv(p) if suffix == ".csv" else _read_numpy(p, suffix, key)
     except DataError:
         raise
+    except (zipfile.BadZipFile, zlib.error):
+        raise DataError(f"{p}: cannot read: the .npz archive is damaged or truncated") from None
     except (ValueError, OSError, EOFError) as exc:
         raise DataError(f"{p}: cannot read ({exc})") from None
+    if x.ndim == 0:
+        raise DataError(f"{p}: holds a single value; expected rows of samples")
+    return x
 
 
 def check_writable(path: str | Path, suffixes: tuple[str, ...] | None = None) -> Path:

@@ -16,31 +16,20 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from types import ModuleType
+from typing import Any
 
 import numpy as np
 
 from . import __version__
 from .arrays import check_writable, read_array, write_array
 from .codes import read_codes_file, write_codes_file
-from .errors import DataError, LatentwireError
-from .manifest import Manifest
-from .model import Model, read_verified
+from .errors import LatentwireError
+from .manifest import Manifest, compute_fingerprint
+from .model import ROLES, Model, read_verified
 
 log = logging.getLogger("latentwire")
-
-Handler = Callable[[argparse.Namespace], int]
-
-
-def _training() -> ModuleType | None:
-    """The training commands, when latentwire.training can be imported (it imports no torch
-    until a command runs)."""
-    try:
-        return importlib.import_module("latentwire.training.cli")
-    except ImportError:
-        return None
 
 
 def _load(args: argparse.Namespace, role: str) -> Model:
@@ -64,12 +53,22 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def cmd_encode(args: argparse.Namespace) -> int:
     check_writable(args.out)
     model = _load(args, "encoder")
     x = read_array(args.input, key=args.key)
     t0 = time.perf_counter()
-    messages = list(model.encode_codes(x, chunk=args.chunk))
+    messages = list(model.encode_codes(x, chunk=args.chunk))  # validates x as a whole
     seconds = time.perf_counter() - t0
     size = write_codes_file(args.out, messages)
     n = sum(int(m.count) for m in messages)
@@ -94,8 +93,8 @@ def cmd_decode(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fmt_shape(shape: Sequence[int | None]) -> str:
-    return "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -105,29 +104,29 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(json.dumps(m.raw, indent=2))
         return 0
     raw = m.raw
+    model = _dict(raw.get("model"))
+    arch = (
+        "channels" if model.get("kind") == "conv" else "hidden",
+        "latent_dim",
+        "output_activation",
+    )
+    fp_ok = compute_fingerprint(raw) == m.fingerprint
     lines = [
         f"model        {m.name}",
-        f"fingerprint  {m.fingerprint}",
-        f"input        {m.input.name} {_fmt_shape(m.input.shape)} {m.input.dtype}"
+        f"fingerprint  {m.fingerprint}"
+        + ("" if fp_ok else "  PROBLEM: does not match the manifest's contract (edited?)"),
+        f"input        {m.input.name} ({m.input.dims()}) {m.input.dtype}"
         + (f", sides multiples of {m.input.multiple_of}" if m.input.multiple_of > 1 else ""),
-        f"latent       {m.latent.name} {_fmt_shape(m.latent.shape)} {m.latent.dtype}, "
-        f"codes {m.code_format}",
-        f"output       {m.output.name} {_fmt_shape(m.output.shape)} {m.output.dtype}",
+        f"latent       {m.latent.name} ({m.latent.dims()}) {m.latent.dtype}, codes {m.code_format}",
+        f"output       {m.output.name} ({m.output.dims()}) {m.output.dtype}",
         f"normalize    {m.normalization.kind}",
-        f"model        {raw.get('model', {}).get('kind', '?')}: "
-        + ", ".join(
-            f"{k}={v}"
-            for k, v in raw.get("model", {}).items()
-            if k in ("latent_dim", "output_activation")
-            or k == ("channels" if raw["model"].get("kind") == "conv" else "hidden")
-        ),
+        f"architecture {model.get('kind', '?')}: "
+        + ", ".join(f"{k}={model[k]}" for k in arch if k in model),
     ]
-    for role in ("encoder", "decoder"):
+    for role in ROLES:
         entry = m.files[role]
         if not (path / entry["path"]).exists():
-            lines.append(
-                f"{role:<12} {entry['path']} not in this package (encode-only or decode-only)"
-            )
+            lines.append(f"{role:<12} {entry['path']} not in this package (one-sided package)")
             continue
         try:
             read_verified(path, m, role)
@@ -135,14 +134,14 @@ def cmd_info(args: argparse.Namespace) -> int:
         except LatentwireError as exc:
             status = f"PROBLEM: {exc}"
         lines.append(f"{role:<12} {entry['path']} {entry.get('bytes', 0):,} bytes, {status}")
-    onnx_info = raw.get("onnx", {})
-    parity = onnx_info.get("parity_max_abs_error", {})
-    nan = float("nan")
-    lines.append(
-        f"onnx         opset {onnx_info.get('opset')}, parity max abs error "
-        f"enc {parity.get('encoder', nan):.2g} / dec {parity.get('decoder', nan):.2g}"
-    )
-    training = raw.get("training", {})
+    onnx_info = _dict(raw.get("onnx"))
+    parity = _dict(onnx_info.get("parity_max_abs_error"))
+    if parity:
+        lines.append(
+            f"onnx         opset {onnx_info.get('opset')}, parity max abs error "
+            f"enc {parity.get('encoder')} / dec {parity.get('decoder')}"
+        )
+    training = _dict(raw.get("training"))
     if training:
         lines.append("training     " + ", ".join(f"{k}={v}" for k, v in training.items()))
     lines.append(
@@ -151,15 +150,6 @@ def cmd_info(args: argparse.Namespace) -> int:
     )
     print("\n".join(lines))
     return 0
-
-
-def _missing_training(name: str) -> Handler:
-    def run(args: argparse.Namespace) -> int:
-        raise DataError(
-            f"`latentwire {name}` needs the training extra: pip install 'latentwire[train]'"
-        )
-
-    return run
 
 
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -187,13 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    training = _training()
+    training = importlib.import_module("latentwire.training.cli")  # imports no torch itself
     for name in ("train", "export", "demo"):
-        if training is not None:
-            training.add_command(sub, name)
-        else:
-            p = sub.add_parser(name, help=f"({name}: needs latentwire[train])")
-            p.set_defaults(func=_missing_training(name))
+        training.add_command(sub, name)
 
     p = sub.add_parser(
         "encode",
@@ -207,10 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key", help="array name inside an .npz holding several")
     p.add_argument(
         "--chunk",
-        type=int,
-        default=65536,
+        type=_positive_int,
         metavar="N",
-        help="samples per codes message in the file (default: 65536)",
+        help="samples per codes message (default: as many as fit in 1 MiB of codes)",
     )
     p.set_defaults(func=cmd_encode)
 

@@ -17,6 +17,7 @@ exactly the messages the gRPC service carries, so a file can be replayed to a se
 
 from __future__ import annotations
 
+import math
 import struct
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -57,7 +58,7 @@ def tensor_to_array(tensor: codec_pb2.Tensor) -> np.ndarray:
     if any(s < 0 for s in shape):
         raise CodesError(f"tensor shape {shape} has a negative dimension")
     dtype = np.dtype(tensor.dtype).newbyteorder("<")
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize  # exact: np.prod would wrap on huge shapes
     if len(tensor.data) != expected:
         raise CodesError(
             f"tensor of shape {shape} and dtype {tensor.dtype} needs {expected} bytes, "

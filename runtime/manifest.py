@@ -61,16 +61,25 @@ class TensorSpec:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TensorSpec:
-        return cls(
+        spec = cls(
             name=str(d["name"]),
             shape=tuple(None if s is None else int(s) for s in d["shape"]),
             dtype=str(d["dtype"]),
             multiple_of=int(d.get("multiple_of", 1)),
         )
+        if any(s is not None and s < 1 for s in spec.shape) or spec.multiple_of < 1:
+            raise PackageError(
+                f"tensor {spec.name!r}: dimensions and multiple_of must be positive, "
+                f"got shape {list(d['shape'])} and multiple_of {spec.multiple_of}"
+            )
+        return spec
+
+    def dims(self) -> str:
+        """Per-sample dims as text, '*' for free ones: "3, *, *"."""
+        return ", ".join("*" if s is None else str(s) for s in self.shape)
 
     def describe(self) -> str:
-        dims = ", ".join("*" if s is None else str(s) for s in self.shape)
-        return f"({dims}) {self.dtype}"
+        return f"({self.dims()}) {self.dtype}"
 
 
 @dataclass(frozen=True)
@@ -84,8 +93,10 @@ class Normalization:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], sample_shape: tuple[int | None, ...]) -> Normalization:
-        offset = np.asarray(d.get("offset", [0.0]), dtype=np.float32)
-        scale = np.asarray(d.get("scale", [1.0]), dtype=np.float32)
+        if not isinstance(d, dict):
+            raise PackageError(f"normalization must be an object, got {type(d).__name__}")
+        offset = np.asarray(d.get("offset", [0.0]), dtype=np.float64)
+        scale = np.asarray(d.get("scale", [1.0]), dtype=np.float64)
         for label, arr in (("offset", offset), ("scale", scale)):
             fits = arr.ndim == len(sample_shape) and all(
                 a == 1 or a == s for a, s in zip(arr.shape, sample_shape, strict=True)
@@ -101,10 +112,11 @@ class Normalization:
         return cls(str(d.get("kind", "none")), flat[0], flat[1])
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        """User units -> model units."""
+        """User units -> model units, computed in float64 (a large offset with a small
+        spread keeps its precision); the caller casts to float32."""
         if self.kind == "none":
             return x
-        out: np.ndarray = ((x - self.offset) / self.scale).astype(np.float32, copy=False)
+        out: np.ndarray = (x.astype(np.float64, copy=False) - self.offset) / self.scale
         return out
 
     def inverse(self, y: np.ndarray) -> np.ndarray:
@@ -178,7 +190,7 @@ class Manifest:
                 files={k: dict(v) for k, v in d["files"].items()},
                 raw=d,
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise PackageError(f"manifest is missing or has a malformed field: {exc!r}") from exc
 
     @classmethod

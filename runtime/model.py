@@ -18,24 +18,32 @@ from .manifest import FINGERPRINT_KEY, Manifest, TensorSpec, compute_fingerprint
 
 log = logging.getLogger("latentwire.runtime")
 
+ROLES = ("encoder", "decoder")
 DEFAULT_BATCH = 4096
+"""Samples per ONNX Runtime call (bounds memory for large inputs)."""
+MESSAGE_BYTES = 1 << 20
+"""Default payload bound of one Codes message (gRPC's default receive limit is 4 MiB)."""
+_F32_MAX = float(np.finfo(np.float32).max)
 
 
-def _check_samples(
-    array: Any, spec: TensorSpec, *, what: str, allow_int: bool = True
-) -> np.ndarray:
-    """Validate a batch against a per-sample spec; return it as float32."""
+def first_nonfinite(arr: np.ndarray) -> tuple[int, tuple[int, ...]] | None:
+    """(count, index of the first) NaN/Inf values, or None when all are finite."""
+    bad = ~np.isfinite(arr)
+    if not bad.any():
+        return None
+    return int(bad.sum()), tuple(int(i) for i in np.argwhere(bad)[0])
+
+
+def _check_batch(array: Any, spec: TensorSpec, *, what: str, allow_int: bool) -> np.ndarray:
+    """Validate dtype and shape of a batch against a per-sample spec (values untouched)."""
     arr = np.asarray(array)
     kind = arr.dtype.kind
-    if kind not in "fiu" or (kind in "iu" and not allow_int):
-        allowed = "a real numeric dtype (float or integer)" if allow_int else "a float dtype"
+    if kind not in "fiub" or (kind in "iub" and not allow_int):
+        allowed = "a real numeric dtype (float, integer or bool)" if allow_int else "a float dtype"
         raise InputError(f"{what} must have {allowed}, got dtype {arr.dtype}")
     if arr.ndim != len(spec.shape) + 1:
         hint = " (add a batch axis: x[None])" if arr.ndim == len(spec.shape) else ""
-        raise InputError(
-            f"{what} must have shape (batch, {spec.describe().split(')')[0][1:]}), "
-            f"got {arr.shape}{hint}"
-        )
+        raise InputError(f"{what} must have shape (batch, {spec.dims()}), got {arr.shape}{hint}")
     for axis, (got, want) in enumerate(zip(arr.shape[1:], spec.shape, strict=True), start=1):
         if want is None:
             if got <= 0 or got % spec.multiple_of:
@@ -46,21 +54,12 @@ def _check_samples(
         elif got != want:
             raise InputError(
                 f"{what} has {got} values on axis {axis}; the model expects {want} "
-                f"(samples of shape {spec.describe()}, got {arr.shape[1:]})"
+                f"(samples of shape ({spec.dims()}), got {arr.shape[1:]})"
             )
-    arr = arr.astype(np.float32, copy=False)
-    if not np.all(np.isfinite(arr)):
-        bad = np.argwhere(~np.isfinite(arr))[0]
-        n = int(np.count_nonzero(~np.isfinite(arr)))
-        raise InputError(
-            f"{what} holds {n} NaN/Inf value(s), the first at index {tuple(int(i) for i in bad)}"
-        )
+    bad = first_nonfinite(arr) if kind == "f" else None
+    if bad is not None:
+        raise InputError(f"{what} holds {bad[0]} NaN/Inf value(s), the first at index {bad[1]}")
     return arr
-
-
-def _chunks(n: int, size: int) -> Iterator[slice]:
-    for start in range(0, n, size):
-        yield slice(start, min(start + size, n))
 
 
 def read_verified(path: Path, manifest: Manifest, role: str) -> bytes:
@@ -80,9 +79,6 @@ def read_verified(path: Path, manifest: Manifest, role: str) -> bytes:
     return blob
 
 
-ROLES = ("encoder", "decoder")
-
-
 class Model:
     """A loaded model package: verified files, one ONNX Runtime session per graph.
 
@@ -99,21 +95,30 @@ class Model:
         batch_size: int = DEFAULT_BATCH,
         roles: tuple[str, ...] = ROLES,
     ) -> None:
-        self.path = Path(path)
-        self.manifest = Manifest.load(self.path)
-        self.batch_size = batch_size
-        m = self.manifest
-        if compute_fingerprint(m.raw) != m.fingerprint:
-            raise IntegrityError(
-                f"{self.path}: manifest fingerprint {m.fingerprint} does not match its contents "
-                "(the manifest was edited after export)"
-            )
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if not roles or any(r not in ROLES for r in roles):
             raise ValueError(f"roles must be a non-empty subset of {ROLES}, got {roles}")
-        blobs = {role: read_verified(self.path, m, role) for role in roles}
+        self.path = Path(path)
+        self.manifest = m = Manifest.load(self.path)
+        self.batch_size = batch_size
+        if compute_fingerprint(m.raw) != m.fingerprint:
+            raise IntegrityError(
+                f"{self.path}: manifest fingerprint {m.fingerprint} does not match its contract "
+                "fields (the manifest was edited after export)"
+            )
         self._sessions = {
-            role: _ort.create_session(blob, providers, threads=threads, label=f"{m.name} {role}")
-            for role, blob in blobs.items()
+            role: _ort.create_session(
+                read_verified(self.path, m, role),
+                providers,
+                threads=threads,
+                label=f"{m.name} {role}",
+            )
+            for role in roles
+        }
+        io_names = {
+            "encoder": (m.input.name, m.latent.name),
+            "decoder": (m.latent.name, m.output.name),
         }
         for role, sess in self._sessions.items():
             meta = sess.get_modelmeta().custom_metadata_map.get(FINGERPRINT_KEY)
@@ -121,6 +126,12 @@ class Model:
                 raise IntegrityError(
                     f"{self.path}: {role}.onnx carries fingerprint {meta!r}, manifest says "
                     f"{m.fingerprint!r}"
+                )
+            names = (sess.get_inputs()[0].name, sess.get_outputs()[0].name)
+            if names != io_names[role]:
+                raise PackageError(
+                    f"{self.path}: {role}.onnx maps {names[0]} -> {names[1]}, the manifest says "
+                    f"{io_names[role][0]} -> {io_names[role][1]}"
                 )
         self.providers = next(iter(self._sessions.values())).get_providers()
 
@@ -147,27 +158,39 @@ class Model:
             raise PackageError(
                 f"{self.path}: the {role} was not loaded (roles={tuple(self._sessions)})"
             )
-        parts = [sess.run([out], {feed: arr[s]})[0] for s in _chunks(len(arr), self.batch_size)]
-        if not parts:
-            return np.zeros(
-                (0, *[0 if d is None else d for d in self._out_shape(role)]), np.float32
-            )
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
-
-    def _out_shape(self, role: str) -> tuple[int | None, ...]:
-        return (self.manifest.latent if role == "encoder" else self.manifest.output).shape
+        if len(arr) <= self.batch_size:  # ONNX Runtime handles an empty batch itself
+            result: np.ndarray = sess.run([out], {feed: arr})[0]
+            return result
+        parts = [
+            sess.run([out], {feed: arr[s : s + self.batch_size]})[0]
+            for s in range(0, len(arr), self.batch_size)
+        ]
+        return np.concatenate(parts)
 
     def encode(self, x: Any) -> np.ndarray:
         """Encode a batch (N, *input shape) in the user's units; returns float32 latents."""
         m = self.manifest
-        arr = _check_samples(x, m.input, what="input")
-        return self._run("encoder", m.input.name, m.latent.name, m.normalization.forward(arr))
+        arr = _check_batch(x, m.input, what="input", allow_int=True)
+        normed = m.normalization.forward(arr)
+        if np.abs(normed).max(initial=0.0) > _F32_MAX:
+            raise InputError(
+                "input holds values so far outside the data the model was trained on that "
+                "they overflow float32 after normalisation"
+            )
+        z = self._run("encoder", m.input.name, m.latent.name, normed.astype(np.float32))
+        bad = first_nonfinite(z)
+        if bad is not None:
+            raise InputError(
+                f"the encoder produced {bad[0]} non-finite code value(s) (first at {bad[1]}): "
+                "the input is far outside the data the model was trained on"
+            )
+        return z
 
     def decode(self, z: Any) -> np.ndarray:
         """Decode latents (N, *latent shape); returns reconstructions in the user's units."""
         m = self.manifest
-        arr = _check_samples(z, m.latent, what="latents", allow_int=False)
-        out = self._run("decoder", m.latent.name, m.output.name, arr)
+        arr = _check_batch(z, m.latent, what="latents", allow_int=False)
+        out = self._run("decoder", m.latent.name, m.output.name, arr.astype(np.float32))
         return m.normalization.inverse(out)
 
     # -- codes messages -----------------------------------------------------------------
@@ -189,21 +212,32 @@ class Model:
                 f"{msg.fingerprint or '(none)'}; this is {self.name!r} with fingerprint "
                 f"{self.fingerprint}"
             )
-        if msg.format != self.manifest.code_format:
+        m = self.manifest
+        if msg.format != m.code_format:
             raise CodesError(
-                f"codes have format {msg.format!r}; model {self.name!r} uses "
-                f"{self.manifest.code_format!r}"
+                f"codes have format {msg.format!r}; model {self.name!r} uses {m.code_format!r}"
+            )
+        if msg.tensor.dtype != m.latent.dtype:
+            raise CodesError(
+                f"format {m.code_format!r} carries {m.latent.dtype} codes, got {msg.tensor.dtype!r}"
             )
         z = tensor_to_array(msg.tensor)
         if z.ndim == 0 or z.shape[0] != msg.count:
             raise CodesError(f"codes say count={msg.count} but the tensor has shape {z.shape}")
         return z
 
-    def encode_codes(self, x: Any, chunk: int = 65536) -> Iterator[codec_pb2.Codes]:
-        """Encode a batch into one Codes message per `chunk` samples."""
-        arr = np.asarray(x)
-        for s in _chunks(len(arr), chunk) if len(arr) else [slice(0, 0)]:
-            yield self.to_codes(self.encode(arr[s]))
+    def encode_codes(
+        self, x: Any, *, max_message_bytes: int = MESSAGE_BYTES, chunk: int | None = None
+    ) -> Iterator[codec_pb2.Codes]:
+        """Encode a batch into Codes messages of at most `chunk` samples, or else as many
+        as fit in `max_message_bytes` of code payload (at least one sample each)."""
+        if chunk is not None and chunk < 1:
+            raise ValueError(f"chunk must be >= 1, got {chunk}")
+        z = self.encode(x)
+        per_sample = max(1, z[:1].nbytes)
+        step = chunk or max(1, max_message_bytes // per_sample)
+        for start in range(0, max(len(z), 1), step):
+            yield self.to_codes(z[start : start + step])
 
     def decode_codes(self, messages: Iterable[codec_pb2.Codes]) -> np.ndarray:
         """Decode Codes messages (e.g. a codes file) into one array of reconstructions."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 from pathlib import Path
 
@@ -183,6 +185,8 @@ def test_bad_flags_are_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
         (["train", "--epochs", "0"], "must be > 0"),
         (["encode", "x.npy"], "--model"),
         (["frobnicate"], "invalid choice"),
+        (["encode", "--model", "m", "x.npy", "--out", "c", "--chunk", "0"], "must be >= 1"),
+        (["encode", "--model", "m", "x.npy", "--out", "c", "--chunk", "-1"], "must be >= 1"),
     ]
     for argv, expected in cases:
         with pytest.raises(SystemExit) as exc:
@@ -190,3 +194,41 @@ def test_bad_flags_are_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
         assert exc.value.code == 2
         err = capsys.readouterr().err
         assert expected in err and "Traceback" not in err
+
+
+def test_train_checks_out_before_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "a-file"
+    target.write_text("not a folder")
+    ckpt = tmp_path / "ck.pt"
+    argv = ["train", "--out", str(target), "--checkpoint", str(ckpt), "--no-progress"]
+    assert main(argv) == 1
+    assert "is a file; --out names a folder" in _error_line(capsys)
+    assert not ckpt.exists()  # no epoch ran
+
+
+def test_info_reports_problems_without_a_traceback(
+    digits_pkg: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pkg = tmp_path / "pkg"
+    shutil.copytree(digits_pkg, pkg)
+    manifest = json.loads((pkg / "manifest.json").read_text())
+    manifest["model"] = None
+    manifest["normalization"]["kind"] = "standard"  # a contract edit: fingerprint stale
+    (pkg / "manifest.json").write_text(json.dumps(manifest))
+    assert main(["info", str(pkg)]) == 0
+    out = capsys.readouterr()
+    assert "Traceback" not in out.err
+    assert "PROBLEM: does not match the manifest's contract" in out.out
+
+
+def test_packages_are_readable_by_others(digits_pkg: Path) -> None:
+    """mkdtemp makes 0700 folders; a package must follow the umask like any other folder."""
+    assert digits_pkg.stat().st_mode & 0o055 == 0o055 & ~_umask()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

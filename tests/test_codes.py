@@ -52,6 +52,7 @@ def test_tensor_is_little_endian_raw_bytes() -> None:
         ("complex64", [1], 8, "unknown tensor dtype"),
         ("float32", [-1, 3], 0, "negative dimension"),
         ("object", [1], 8, "unknown tensor dtype"),
+        ("float32", [2**32, 2**32], 0, "needs 73786976294838206464 bytes, got 0"),
     ],
 )
 def test_malformed_tensor_is_refused(dtype: str, shape: list[int], nbytes: int, match: str) -> None:

@@ -5,10 +5,12 @@ Covers latentwire/training/data.py and latentwire/runtime/arrays.py.
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from latentwire.runtime.arrays import read_array
 from latentwire.runtime.errors import DataError
@@ -17,12 +19,9 @@ from latentwire.training.data import (
     Dataset,
     fit_normalization,
     load_data,
+    sample_image_patches,
     split,
 )
-
-pytest.importorskip("sklearn")
-Image = pytest.importorskip("PIL.Image")
-
 
 # --------------------------------------------------------------------------- helpers
 
@@ -90,6 +89,21 @@ def test_sample_images_patch_size() -> None:
     assert ds.x.shape[1:] == (3, 16, 16)
     # smaller patches on a finer grid give more of them
     assert ds.x.shape[0] > load_data("sample-images").x.shape[0]
+
+
+@pytest.mark.parametrize("patch", [0, 1, 428, 500])
+def test_sample_images_patch_out_of_range(patch: int) -> None:
+    msg = _data_error("sample-images", patch=patch)
+    assert "2 .. 427" in msg
+    assert str(patch) in msg
+    with pytest.raises(DataError, match=r"2 \.\. 427"):
+        sample_image_patches(patch)
+
+
+def test_sample_images_largest_patch() -> None:
+    x = sample_image_patches(427)
+    assert x.shape[1:] == (3, 427, 427)
+    assert x.shape[0] >= 2
 
 
 # --------------------------------------------------------------------------- files
@@ -272,6 +286,77 @@ def test_corrupt_npy(tmp_path: Path) -> None:
     assert "cannot read" in _data_error(tmp_path / "junk.npy")
 
 
+def test_npy_saved_as_npz(tmp_path: Path) -> None:
+    path = tmp_path / "x.npz"
+    with path.open("wb") as f:  # np.save(path) would append ".npy" to the name
+        np.save(f, np.ones((4, 3)))
+    msg = _data_error(path)
+    assert "x.npz: not an .npz archive (it looks like a .npy file)" in msg
+    assert "\n" not in msg
+
+
+def test_npz_saved_as_npy(tmp_path: Path) -> None:
+    path = tmp_path / "x.npy"
+    with path.open("wb") as f:  # np.savez(path) would append ".npz" to the name
+        np.savez(f, data=np.ones((4, 3)))
+    msg = _data_error(path)
+    assert "x.npy: not a .npy file (it looks like an .npz archive)" in msg
+    with pytest.raises(DataError, match=r"looks like an \.npz archive"):
+        read_array(path)
+
+
+def test_truncated_npz(tmp_path: Path) -> None:
+    whole = tmp_path / "whole.npz"
+    np.savez(whole, data=np.random.default_rng(0).random((50, 8)))
+    path = tmp_path / "cut.npz"
+    path.write_bytes(whole.read_bytes()[:200])
+    msg = _data_error(path)
+    assert "cut.npz" in msg
+    assert "damaged or truncated" in msg
+
+
+def test_damaged_compressed_npz(tmp_path: Path) -> None:
+    whole = tmp_path / "whole.npz"
+    np.savez_compressed(whole, data=np.random.default_rng(0).random((200, 8)))
+    blob = bytearray(whole.read_bytes())
+    for i in range(200, 600):  # inside the compressed member, not the zip directory
+        blob[i] ^= 0x55
+    path = tmp_path / "bad.npz"
+    path.write_bytes(bytes(blob))
+    assert "damaged or truncated" in _data_error(path)
+
+
+def test_npz_member_not_an_array(tmp_path: Path) -> None:
+    path = tmp_path / "notes.npz"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("readme.txt", "hello")
+    assert "'readme.txt' in the archive is not a NumPy array" in _data_error(path)
+
+
+def test_zero_dimensional_npy(tmp_path: Path) -> None:
+    path = tmp_path / "scalar.npy"
+    np.save(path, np.float32(3.5))
+    msg = _data_error(path)
+    assert "holds a single value; expected rows of samples" in msg
+    with pytest.raises(DataError, match="holds a single value"):
+        read_array(path)
+
+
+def test_zero_dimensional_npz_member(tmp_path: Path) -> None:
+    path = tmp_path / "scalar.npz"
+    np.savez(path, data=np.array(7))
+    with pytest.raises(DataError, match="holds a single value"):
+        read_array(path)
+
+
+def test_bool_npy_is_zero_one(tmp_path: Path) -> None:
+    x = np.array([[True, False, True], [False, False, True], [True, True, False]])
+    np.save(tmp_path / "mask.npy", x)
+    ds = load_data(str(tmp_path / "mask.npy"))
+    assert ds.x.dtype == np.float32
+    np.testing.assert_array_equal(ds.x, x.astype(np.float32))
+
+
 # --------------------------------------------------------------------------- image folders
 
 
@@ -298,6 +383,42 @@ def test_image_folder_grayscale(tmp_path: Path) -> None:
     assert ds.x.shape == (4, 1, 16, 16)
     with Image.open(tmp_path / "g0.png") as im:
         np.testing.assert_array_equal(ds.x[0, 0], np.asarray(im).astype(np.float32))
+
+
+def _write_png16(path: Path, arr: np.ndarray) -> Path:
+    im = Image.fromarray(arr.astype(np.uint16))
+    assert im.mode == "I;16"
+    im.save(path)
+    return path
+
+
+def test_image_folder_16_bit_grayscale(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    arrays = [rng.integers(0, 60001, size=(6, 10)) for _ in range(3)]
+    arrays[0][0, 0] = 60000
+    for i, arr in enumerate(arrays):
+        _write_png16(tmp_path / f"deep{i}.png", arr)
+    ds = load_data(str(tmp_path))
+    assert ds.is_image
+    assert ds.x.dtype == np.float32
+    assert ds.x.shape == (3, 1, 6, 10)
+    assert ds.x.max() == 60000.0  # not clipped to 255
+    np.testing.assert_array_equal(ds.x[:, 0], np.stack(arrays).astype(np.float32))
+
+
+def test_image_folder_mixed_bit_depths(tmp_path: Path) -> None:
+    _write_png16(tmp_path / "a.png", np.full((8, 8), 40000))
+    _write_png(tmp_path / "b.png", (8, 8), "L")
+    msg = _data_error(tmp_path)
+    assert "bit depth" in msg
+    assert "a.png" in msg
+    assert "b.png" in msg
+
+
+def test_image_folder_16_bit_with_rgb(tmp_path: Path) -> None:
+    _write_png16(tmp_path / "a.png", np.full((8, 8), 40000))
+    _write_png(tmp_path / "b.png", (8, 8), "RGB")
+    assert "bit depth" in _data_error(tmp_path)
 
 
 def test_image_folder_different_sizes(tmp_path: Path) -> None:
@@ -412,6 +533,8 @@ def test_scale_kind() -> None:
     assert fit_normalization(img8, "scale", is_image=True)["scale"] == [255.0]
     img01 = np.full((3, 3, 4, 4), 0.5, np.float32)  # float images in [0, 1]: by max |x|
     assert fit_normalization(img01, "scale", is_image=True)["scale"] == [0.5]
+    img16 = np.full((3, 1, 4, 4), 60000.0, np.float32)  # past 8 bits: by max |x|, not 255
+    assert fit_normalization(img16, "scale", is_image=True)["scale"] == [60000.0]
 
 
 @pytest.mark.parametrize("kind", ["standard", "minmax"])

@@ -14,7 +14,7 @@ def _run(code: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_runtime_never_imports_torch_or_onnx(digits_pkg: Path) -> None:
+def test_runtime_never_imports_torch_or_onnx(digits_pkg: Path, tmp_path: Path) -> None:
     proc = _run(f"""
         import sys
         import numpy as np
@@ -23,6 +23,14 @@ def test_runtime_never_imports_torch_or_onnx(digits_pkg: Path) -> None:
         m = rt.load({str(digits_pkg)!r}, providers="cpu")
         x_hat = m.decode_codes(list(m.encode_codes(np.random.rand(5, 64))))
         assert x_hat.shape == (5, 64)
+        # the edge CLI path too: encode and decode through latentwire.runtime.cli.main
+        np.save({str(tmp_path / "x.npy")!r}, np.random.rand(5, 64))
+        for argv in (["-q", "encode", "--model", {str(digits_pkg)!r}, {str(tmp_path / "x.npy")!r},
+                      "--out", {str(tmp_path / "x.codes")!r}],
+                     ["-q", "decode", "--model", {str(digits_pkg)!r}, {str(tmp_path / "x.codes")!r},
+                      "--out", {str(tmp_path / "r.npy")!r}]):
+            assert cli.main(argv) == 0
+        assert np.load({str(tmp_path / "r.npy")!r}).shape == (5, 64)
         heavy = sorted(k for k in sys.modules if k.split(".")[0] in ("torch", "onnx", "onnxscript"))
         print("HEAVY", heavy)
     """)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -56,6 +57,8 @@ def test_integer_and_float64_inputs_are_accepted(model: Model, digits_x: np.ndar
         model.encode(digits_x.astype(np.float64)), model.encode(digits_x), atol=1e-6
     )
     assert model.encode(np.zeros((2, 64), dtype=np.int64)).shape == (2, 8)
+    ones = np.ones((2, 64))
+    np.testing.assert_array_equal(model.encode(ones.astype(bool)), model.encode(ones))
 
 
 @pytest.mark.parametrize(
@@ -67,7 +70,6 @@ def test_integer_and_float64_inputs_are_accepted(model: Model, digits_x: np.ndar
         (np.zeros((2, 8, 8), np.float32), r"shape \(batch, 64\)"),
         (np.array([["a"] * 64]), "real numeric dtype"),
         (np.zeros((2, 64), np.complex64), "real numeric dtype"),
-        (np.zeros((2, 64), bool), "real numeric dtype"),
     ],
 )
 def test_bad_inputs_are_refused_clearly(model: Model, bad: np.ndarray, match: str) -> None:
@@ -181,7 +183,7 @@ def test_edited_manifest_is_refused(digits_pkg: Path, tmp_path: Path) -> None:
         (lambda m: m["codes"].update(format="zip"), "unknown code format 'zip'"),
     ],
 )
-def test_bad_manifests(digits_pkg: Path, tmp_path: Path, change, match: str) -> None:  # type: ignore[no-untyped-def]
+def test_bad_manifests(digits_pkg: Path, tmp_path: Path, change: Any, match: str) -> None:
     pkg = _copy(digits_pkg, tmp_path)
     manifest = json.loads((pkg / "manifest.json").read_text())
     change(manifest)
@@ -213,7 +215,7 @@ def test_cuda_on_a_cpu_build_is_a_clear_error(digits_pkg: Path) -> None:
 def test_auto_provider_logs_its_choice(digits_pkg: Path, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level("INFO", logger="latentwire.runtime"):
         load(digits_pkg)
-    assert "decoder: running on CPUExecutionProvider" in caplog.text
+    assert f"decoder: running on {load(digits_pkg).providers[0]}" in caplog.text
 
 
 def test_image_model_any_multiple_of_the_stride(image_pkg: Path) -> None:
@@ -244,3 +246,87 @@ def test_encoder_only_package_encodes_on_the_edge(
     np.testing.assert_array_equal(enc.encode(digits_x), full.encode(digits_x))
     with pytest.raises(PackageError, match="the decoder was not loaded"):
         enc.decode(np.zeros((1, 8), np.float32))
+
+
+def test_values_that_overflow_after_normalisation_are_refused(image_pkg: Path) -> None:
+    """Finite input, but not finite once normalised or encoded: refused, never NaN codes."""
+    model = load(image_pkg, providers="cpu")
+    x = np.zeros((1, 3, 8, 8), np.float64)
+    x[0, 0, 0, 0] = 1e42  # finite in float64; /255 is still past float32's 3.4e38
+    with pytest.raises(InputError, match="overflow float32 after normalisation"):
+        model.encode(x)
+    x[:] = 8e40  # /255 fits float32, but the encoder's sums overflow
+    with pytest.raises(InputError, match="non-finite code value"):
+        list(model.encode_codes(x))
+
+
+def test_encode_codes_validates_the_whole_batch_first(model: Model, digits_x: np.ndarray) -> None:
+    x = digits_x.copy()
+    x[40, 5] = np.nan
+    with pytest.raises(InputError, match=r"first at index \(40, 5\)"):  # not (10, 5)
+        list(model.encode_codes(x, chunk=30))
+    with pytest.raises(ValueError, match="chunk must be >= 1"):
+        list(model.encode_codes(digits_x, chunk=0))
+
+
+def test_messages_are_bounded_in_bytes(model: Model, digits_x: np.ndarray) -> None:
+    x = np.tile(digits_x, (100, 1))  # 10,000 samples x 32 code bytes
+    msgs = list(model.encode_codes(x, max_message_bytes=64 * 1024))
+    assert [m.count for m in msgs] == [2048] * 4 + [1808]
+    assert all(len(m.tensor.data) <= 64 * 1024 for m in msgs)
+    assert max(m.ByteSize() for m in list(model.encode_codes(x))) < 1.01 * (1 << 20)
+
+
+def test_empty_batches_keep_their_shape(image_pkg: Path, model: Model) -> None:
+    conv = load(image_pkg, providers="cpu")
+    z = conv.encode(np.zeros((0, 3, 16, 24), np.float32))
+    assert z.shape == (0, 4, 4, 6)
+    assert conv.decode(z).shape == (0, 3, 16, 24)
+    (msg,) = list(model.encode_codes(np.zeros((0, 64))))
+    assert msg.count == 0 and model.decode_codes([msg]).shape == (0, 64)
+
+
+def test_codes_must_carry_the_formats_dtype(model: Model, digits_x: np.ndarray) -> None:
+    from latentwire.runtime.codes import array_to_tensor
+
+    (msg,) = list(model.encode_codes(digits_x[:3]))
+    msg.tensor.CopyFrom(array_to_tensor(model.encode(digits_x[:3]).astype(np.float64)))
+    with pytest.raises(CodesError, match="'f32' carries float32 codes, got 'float64'"):
+        model.decode_codes([msg])
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (lambda m: m.update(normalization=None), "normalization must be an object"),
+        (lambda m: m["input"].update(multiple_of=0), "must be positive"),
+        (lambda m: m["latent"].update(shape=[-8]), "must be positive"),
+    ],
+)
+def test_hand_edited_contract_fields_are_refused(
+    digits_pkg: Path, tmp_path: Path, change: Any, match: str
+) -> None:
+    """Even with a recomputed fingerprint, nonsense in the manifest is a PackageError."""
+    from latentwire.runtime.manifest import compute_fingerprint
+
+    pkg = _copy(digits_pkg, tmp_path)
+    manifest = json.loads((pkg / "manifest.json").read_text())
+    change(manifest)
+    manifest["fingerprint"] = compute_fingerprint(manifest)
+    (pkg / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(PackageError, match=match):
+        load(pkg, providers="cpu")
+
+
+def test_unloadable_graph_is_a_package_error(digits_pkg: Path, tmp_path: Path) -> None:
+    """A graph ONNX Runtime cannot load (here: not ONNX at all, sha256 updated to match)."""
+    import hashlib
+
+    pkg = _copy(digits_pkg, tmp_path)
+    junk = b"this is not an onnx model"
+    (pkg / "decoder.onnx").write_bytes(junk)
+    manifest = json.loads((pkg / "manifest.json").read_text())
+    manifest["files"]["decoder"]["sha256"] = hashlib.sha256(junk).hexdigest()
+    (pkg / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(PackageError, match=r"ONNX Runtime .* cannot load the graph"):
+        load(pkg, providers="cpu")

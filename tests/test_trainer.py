@@ -5,6 +5,7 @@ All runs are short (a few epochs on the 1797-sample digits data, on the CPU).
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 import torch
 
 from latentwire.runtime.errors import DataError
+from latentwire.training import trainer as trainer_mod
 from latentwire.training.data import Dataset, load_data
 from latentwire.training.models import ModelConfig
 from latentwire.training.pipeline import make_config
@@ -140,22 +142,19 @@ def test_resume_matches_uninterrupted_run(
     straight = _run(digits, epochs=6, checkpoint=straight_ckpt)
     assert straight.epochs_run == 6
 
-    # Interrupt a second, identical run during epoch 4: the scheduler steps once at
-    # construction (last_epoch -1 -> 0) and once at the end of each epoch, so the call that
-    # finds last_epoch == 3 ends epoch 4, before its checkpoint is written.
-    sched_cls = torch.optim.lr_scheduler.CosineAnnealingLR
-    original_step = sched_cls.step
+    # Interrupt a second, identical run at the start of epoch 4 (after epoch 3's checkpoint
+    # was written): the trainer asks cosine_lr for each epoch's learning rate first.
+    original_lr = trainer_mod.cosine_lr
     armed = {"on": True}
     epoch_steps: list[int] = []
 
-    def interrupting_step(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if armed["on"] and self.last_epoch == 3:
+    def interrupting_lr(base: float, epoch: int, epochs: int) -> float:
+        if armed["on"] and epoch == 4:
             raise KeyboardInterrupt
-        if self.last_epoch >= 0:  # not the step the constructor takes
-            epoch_steps.append(self.last_epoch + 1)
-        return original_step(self, *args, **kwargs)
+        epoch_steps.append(epoch)
+        return original_lr(base, epoch, epochs)
 
-    monkeypatch.setattr(sched_cls, "step", interrupting_step)
+    monkeypatch.setattr(trainer_mod, "cosine_lr", interrupting_lr)
     ckpt = tmp_path / "interrupted.pt"
     with pytest.raises(KeyboardInterrupt):
         _run(digits, epochs=6, checkpoint=ckpt)
@@ -178,6 +177,27 @@ def test_resume_matches_uninterrupted_run(
     assert _same_state(a["model_state"], b["model_state"])
     assert _same_state(a["best_state"], b["best_state"])
     assert a["history"] == b["history"]
+
+
+def test_resume_with_more_epochs_follows_the_longer_schedule(
+    digits: Dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Extending --epochs on resume continues the cosine decay of the longer run."""
+    ckpt = tmp_path / "c.pt"
+    _run(digits, epochs=3, checkpoint=ckpt)
+    seen: list[tuple[int, int]] = []
+    original_lr = trainer_mod.cosine_lr
+
+    def spy(base: float, epoch: int, epochs: int) -> float:
+        seen.append((epoch, epochs))
+        return original_lr(base, epoch, epochs)
+
+    monkeypatch.setattr(trainer_mod, "cosine_lr", spy)
+    resumed = _run(digits, epochs=5, checkpoint=ckpt, resume=True)
+    assert resumed.epochs_run == 5 and seen == [(4, 5), (5, 5)]
+    lrs = [original_lr(1.0, e, 5) for e in range(1, 6)]
+    assert lrs[0] == 1.0 and all(a > b for a, b in itertools.pairwise(lrs))
+    assert original_lr(1.0, 4, 5) > original_lr(1.0, 3, 3)  # not stuck at the old floor
 
 
 def test_resume_without_checkpoint_starts_fresh(digits: Dataset, tmp_path: Path) -> None:

@@ -26,6 +26,13 @@ def _ints(text: str) -> tuple[int, ...]:
     return values
 
 
+def _hidden(text: str) -> tuple[int, ...]:
+    """`--hidden`: widths like 128,64, or `none` for no hidden layers (input -> code)."""
+    if text.strip().lower() == "none":
+        return ()
+    return _ints(text)
+
+
 def _positive(kind: type) -> Any:
     def parse(text: str) -> Any:
         try:
@@ -66,10 +73,11 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--hidden",
-        type=_ints,
+        type=_hidden,
         default=(128, 64),
         metavar="W1,W2,...",
-        help="dense hidden widths, encoder side; the decoder mirrors them (default: 128,64)",
+        help="dense hidden widths, encoder side; the decoder mirrors them; none = no hidden "
+        "layers, a single linear map each way (default: 128,64)",
     )
     g.add_argument(
         "--channels",
@@ -95,7 +103,7 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
         choices=["auto", "none", "minmax", "standard", "scale"],
         default="auto",
         help="fitted on the training split and applied by the runtime (default: auto = "
-        "none for digits, /255 for images, standard otherwise)",
+        "none for digits, /255 for 8-bit images, /peak for deeper ones, standard otherwise)",
     )
     g.add_argument(
         "--epochs", type=_positive(int), default=300, help="maximum epochs (default: 300)"
@@ -146,7 +154,7 @@ def add_command(sub: Any, name: str) -> None:
             "--patch",
             type=_positive(int),
             default=32,
-            help="patch size for sample-images (default: 32)",
+            help="patch size for sample-images, 2 .. 427 (default: 32)",
         )
         p.add_argument(
             "--out", type=Path, metavar="DIR", help="model package to write (default: models/NAME)"

@@ -15,9 +15,12 @@ import numpy as np
 
 from latentwire.runtime.arrays import read_array
 from latentwire.runtime.errors import DataError
+from latentwire.runtime.model import first_nonfinite
 
 BUILTIN = ("digits", "breast-cancer", "sample-images")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+DEEP_GRAY_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+"""PIL modes of 16-bit and 32-bit greyscale images: read as they are, not cut to 8 bits."""
 NORMALIZATIONS = ("auto", "none", "minmax", "standard", "scale")
 
 
@@ -38,6 +41,7 @@ class Dataset:
 
 
 def _finish(x: np.ndarray, *, name: str, source: str, image: bool, norm: str) -> Dataset:
+    # float, signed/unsigned int and bool (True/False become 1.0/0.0)
     if x.dtype.kind not in "fiub":
         raise DataError(f"{source}: data must be numeric, got dtype {x.dtype}")
     x = np.asarray(x, dtype=np.float32)
@@ -47,12 +51,9 @@ def _finish(x: np.ndarray, *, name: str, source: str, image: bool, norm: str) ->
         )
     if x.shape[0] < 2 or x.size == 0:
         raise DataError(f"{source}: needs at least 2 samples, got shape {x.shape}")
-    finite = np.isfinite(x)
-    if not finite.all():
-        where = tuple(int(i) for i in np.argwhere(~finite)[0])
-        raise DataError(
-            f"{source}: {int((~finite).sum())} NaN/Inf value(s), the first at index {where}"
-        )
+    bad = first_nonfinite(x)
+    if bad is not None:
+        raise DataError(f"{source}: {bad[0]} NaN/Inf value(s), the first at index {bad[1]}")
     return Dataset(x, name, source, image, norm)
 
 
@@ -74,9 +75,18 @@ def sample_image_patches(patch: int = 32, stride: int | None = None) -> np.ndarr
     """Patches (N, 3, patch, patch) cut on a grid from scikit-learn's two sample photos."""
     from sklearn.datasets import load_sample_images
 
+    images = load_sample_images().images  # (427, 640, 3) uint8
+    largest = min(min(img.shape[:2]) for img in images)
+    if not 2 <= patch <= largest:
+        raise DataError(
+            f"--patch must be 2 .. {largest} for sample-images (its photos are "
+            f"{images[0].shape[0]}x{images[0].shape[1]}), got {patch}"
+        )
     step = stride or patch // 2
+    if step < 1:
+        raise DataError(f"patch stride must be at least 1, got {step}")
     out = []
-    for img in load_sample_images().images:  # (427, 640, 3) uint8
+    for img in images:
         h, w, _ = img.shape
         for top in range(0, h - patch + 1, step):
             for left in range(0, w - patch + 1, step):
@@ -113,7 +123,18 @@ def _image_folder(path: Path) -> np.ndarray:
             f"{path}: images differ in size ({files[0].name} is {w0}x{h0}, {odd.name} is "
             f"{w1}x{h1}); resize or crop them to one size"
         )
-    gray = all(im.mode in ("L", "1", "I;16", "I") for im in images)
+    deep = [im.mode in DEEP_GRAY_MODES for im in images]
+    if any(deep):
+        if not all(deep):
+            hi, lo = deep.index(True), deep.index(False)
+            raise DataError(
+                f"{path}: images mix bit depths ({files[hi].name} is 16/32-bit, PIL mode "
+                f"{images[hi].mode}; {files[lo].name} is 8-bit or less, mode {images[lo].mode}); "
+                "save them all with one bit depth"
+            )
+        # np.asarray keeps the values; convert("L") would clip them to 0..255
+        return np.stack([np.asarray(im, dtype=np.float32) for im in images])[:, None]
+    gray = all(im.mode in ("L", "1") for im in images)
     mode = "L" if gray else "RGB"
     arr = np.stack([np.asarray(im.convert(mode)) for im in images])
     return arr[:, None] if gray else arr.transpose(0, 3, 1, 2)
@@ -166,9 +187,10 @@ def fit_normalization(x_train: np.ndarray, kind: str, *, is_image: bool) -> dict
     axes: tuple[int, ...] = (0, 2, 3) if is_image else (0,)
     if kind == "none":
         offset, scale = np.zeros(1), np.ones(1)
-    elif kind == "scale":  # 8-bit images (values past 1) by 255, anything else by max |x|
+    elif kind == "scale":  # 8-bit images (values in 1..255) by 255, anything else by max |x|
         peak = float(np.abs(x_train).max())
-        offset, scale = np.zeros(1), np.array([255.0 if is_image and peak > 1 else peak or 1.0])
+        eight_bit = is_image and 1 < peak <= 255
+        offset, scale = np.zeros(1), np.array([255.0 if eight_bit else peak or 1.0])
     elif kind == "minmax":
         lo, hi = x_train.min(axis=axes, keepdims=True)[0], x_train.max(axis=axes, keepdims=True)[0]
         offset, scale = lo, np.where(hi - lo > 0, hi - lo, 1.0)

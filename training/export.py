@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import logging
+import os
 import shutil
 import tempfile
 import warnings
@@ -97,13 +98,16 @@ def check_parity(
     samples: np.ndarray,
     *,
     label: str,
+    extra: tuple[np.ndarray, ...] = (),
 ) -> float:
-    """Max abs error between torch and ONNX Runtime at batch 1, 7 and 256; raises when > 1e-5."""
+    """Max abs error between torch and ONNX Runtime at batch 1, 7 and 256 (and on each
+    `extra` batch, e.g. another image size); raises ExportError when > 1e-5."""
     session = create_session(onnx_bytes, "cpu", label=f"parity {label}", announce=False)
     worst = 0.0
     rng = np.random.default_rng(0)
-    for batch in PARITY_BATCHES:
-        x = samples[rng.integers(0, len(samples), batch)]
+    batches = [samples[rng.integers(0, len(samples), b)] for b in PARITY_BATCHES]
+    for x in [*batches, *extra]:
+        batch = f"{len(x)}" if x.shape[1:] == samples.shape[1:] else f"{len(x)} of {x.shape[1:]}"
         with torch.no_grad():
             want = module(torch.from_numpy(x)).numpy()
         got = session.run([names[1]], {names[0]: x})[0]
@@ -119,6 +123,16 @@ def check_parity(
                 f"{err:.3g} > {PARITY_ATOL:g}"
             )
     return worst
+
+
+def check_destination(out: str | Path) -> Path:
+    """A package may replace an older package or fill an empty/new folder, nothing else."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"{out} is a file; --out names a folder for the model package")
+    if out.exists() and any(out.iterdir()) and not (out / MANIFEST_FILE).exists():
+        raise ExportError(f"{out} exists and is not a model package; choose another --out")
+    return out
 
 
 def _sha256(data: bytes) -> str:
@@ -141,9 +155,7 @@ def export_package(
     `samples` are inputs in model (normalised) units used for the parity check; real data
     keeps the check honest about the values the graphs will see.
     """
-    out = Path(out)
-    if out.exists() and any(out.iterdir()) and not (out / MANIFEST_FILE).exists():
-        raise ExportError(f"{out} exists and is not a model package; choose another --out")
+    out = check_destination(out)
     model = model.to("cpu").float().eval()
     samples = np.ascontiguousarray(samples, dtype=np.float32)
     example = torch.from_numpy(samples[:2])
@@ -196,11 +208,18 @@ def export_package(
         blobs[role] = graph.SerializeToString()
         manifest["files"][role].update(sha256=_sha256(blobs[role]), bytes=len(blobs[role]))
 
-    enc_err = check_parity(model.encoder, blobs["encoder"], ("x", "z"), samples, label="encoder")
+    # the conv graphs have free height/width: check them at a second, non-square size too
+    other_x = (np.tile(samples[:7], (1, 1, 2, 3)),) if conv else ()
+    with torch.no_grad():
+        other_z = tuple(model.encoder(torch.from_numpy(x)).numpy() for x in other_x)
+    enc_err = check_parity(
+        model.encoder, blobs["encoder"], ("x", "z"), samples, label="encoder", extra=other_x
+    )
     dec_err = check_parity(
-        model.decoder, blobs["decoder"], ("z", "x_hat"), latents, label="decoder"
+        model.decoder, blobs["decoder"], ("z", "x_hat"), latents, label="decoder", extra=other_z
     )
     manifest["onnx"]["parity_max_abs_error"] = {
+        "other_input_shapes": [list(x.shape[1:]) for x in other_x],
         "encoder": enc_err,
         "decoder": dec_err,
         "batches": list(PARITY_BATCHES),
@@ -214,6 +233,9 @@ def export_package(
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 would hide the package from other users
     try:
         for role, blob in blobs.items():
             (tmp / f"{role}.onnx").write_bytes(blob)

@@ -13,9 +13,16 @@ import torch
 from latentwire.runtime.errors import DataError
 
 from .data import Dataset
-from .export import export_package
+from .export import check_destination, export_package
 from .models import Autoencoder, ModelConfig, latent_shape
-from .trainer import TrainConfig, TrainResult, load_checkpoint, model_from_checkpoint, train
+from .trainer import (
+    TrainConfig,
+    TrainResult,
+    load_checkpoint,
+    model_from_checkpoint,
+    normalizer,
+    train,
+)
 
 log = logging.getLogger("latentwire.training")
 
@@ -28,10 +35,10 @@ def psnr(x: np.ndarray, x_hat: np.ndarray, data_range: float) -> float:
 
 def reconstruct(model: Autoencoder, x: np.ndarray, norm: dict[str, Any]) -> np.ndarray:
     """Torch reconstruction in the user's units (for reporting during training)."""
-    offset, scale = (np.asarray(norm[k], np.float32) for k in ("offset", "scale"))
+    n = normalizer(norm, x.shape[1:])
     with torch.no_grad():
-        out = model(torch.from_numpy(((x - offset) / scale).astype(np.float32))).numpy()
-    return out * scale + offset  # type: ignore[no-any-return]
+        out = model(torch.from_numpy(n.forward(x).astype(np.float32))).numpy()
+    return n.inverse(out)
 
 
 @dataclass
@@ -100,6 +107,7 @@ def train_and_export(
     normalize: str = "auto",
     **train_kwargs: Any,
 ) -> TrainedPackage:
+    check_destination(out)  # before training, not after it
     cfg = make_config(data, model=model, latent_dim=latent_dim, hidden=hidden, channels=channels)
     tcfg = TrainConfig(**train_kwargs)
     result = train(
@@ -115,8 +123,7 @@ def train_and_export(
     x_tr, x_val = data.x[result.train_index], data.x[result.val_index]
     data_range = float(x_tr.max() - x_tr.min()) or 1.0
     val_psnr = psnr(x_val, reconstruct(result.model, x_val, result.normalization), data_range)
-    offset, scale = (np.asarray(result.normalization[k], np.float32) for k in ("offset", "scale"))
-    samples = ((x_val[:256] - offset) / scale).astype(np.float32)
+    samples = normalizer(result.normalization, x_val.shape[1:]).forward(x_val[:256])
     info = {
         "data": data.source,
         "n_train": len(x_tr),

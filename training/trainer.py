@@ -18,6 +18,7 @@ import torch
 from torch.nn import functional as F
 
 from latentwire.runtime.errors import DataError
+from latentwire.runtime.manifest import Normalization
 
 from .data import Dataset, fit_normalization, split
 from .models import Autoencoder, ModelConfig, build_model
@@ -91,6 +92,17 @@ def parse_noise(spec: str | None) -> Callable[[torch.Tensor, torch.Generator], t
     return corrupt
 
 
+def cosine_lr(base: float, epoch: int, epochs: int) -> float:
+    """Learning rate of 1-based `epoch`: cosine decay from `base` to 5% of it over `epochs`."""
+    floor = base * 0.05
+    return floor + (base - floor) * (1 + math.cos(math.pi * (epoch - 1) / epochs)) / 2
+
+
+def normalizer(norm: dict[str, Any], sample_shape: tuple[int, ...]) -> Normalization:
+    """The runtime's Normalization for a fitted normalisation dict (one implementation)."""
+    return Normalization.from_dict(norm, tuple(sample_shape))
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -138,9 +150,7 @@ def train(
     train_idx, val_idx = split(len(data.x), config.val_fraction, config.seed)
     kind = data.default_normalization if normalization == "auto" else normalization
     norm = fit_normalization(data.x[train_idx], kind, is_image=data.is_image)
-    offset = np.asarray(norm["offset"], np.float32)
-    scale = np.asarray(norm["scale"], np.float32)
-    x_n = ((data.x - offset) / scale).astype(np.float32)
+    x_n = normalizer(norm, data.x.shape[1:]).forward(data.x).astype(np.float32)
     lo, hi = float(x_n[train_idx].min()), float(x_n[train_idx].max())
     in_unit = lo >= 0.0 and hi <= 1.0
     model_config = ModelConfig.from_dict(
@@ -163,9 +173,6 @@ def train(
     torch.manual_seed(config.seed)
     model = build_model(model_config).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(
-        opt, T_max=config.epochs, eta_min=config.lr * 0.05
-    )
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     gen = torch.Generator().manual_seed(config.seed)
     xt = torch.from_numpy(x_n[train_idx]).to(device)
@@ -197,9 +204,8 @@ def train(
             )
         model.load_state_dict(ckpt["model_state"])
         opt.load_state_dict(ckpt["optimizer_state"])
-        sched.load_state_dict(ckpt["scheduler_state"])
-        sched.T_max = config.epochs  # resuming with more --epochs stretches the cosine decay
-        scaler.load_state_dict(ckpt["scaler_state"])
+        if ckpt["scaler_state"]:  # empty when the checkpoint's run had no float16 AMP
+            scaler.load_state_dict(ckpt["scaler_state"])
         gen.set_state(ckpt["generator_state"])
         best_state = ckpt["best_state"]
         start_epoch, best_val, bad_epochs = ckpt["epoch"], ckpt["best_val"], ckpt["bad_epochs"]
@@ -239,6 +245,8 @@ def train(
         if bad_epochs >= config.patience:
             epoch -= 1
             break
+        for group in opt.param_groups:  # closed form, so a resume with more --epochs is right
+            group["lr"] = cosine_lr(config.lr, epoch, config.epochs)
         model.train()
         order = torch.randperm(len(xt), generator=gen).to(device)
         total, seen = 0.0, 0
@@ -252,7 +260,6 @@ def train(
             scaler.update()
             total += loss.item() * len(target)
             seen += len(target)
-        sched.step()
         model.eval()
         with torch.no_grad():
             vin = corrupt(xv, torch.Generator().manual_seed(val_gen_seed)) if corrupt else xv
@@ -286,7 +293,6 @@ def train(
                     "model_state": model.state_dict(),
                     "best_state": best_state,
                     "optimizer_state": opt.state_dict(),
-                    "scheduler_state": sched.state_dict(),
                     "generator_state": gen.get_state(),
                     "scaler_state": scaler.state_dict(),
                     "parity_samples": torch.from_numpy(x_n[val_idx][:256].copy()),
