@@ -103,3 +103,37 @@ def test_reexport_from_checkpoint(digits_pkg: Path, tmp_path: Path, digits_x: np
     np.testing.assert_allclose(
         again.decode(again.encode(digits_x)), original.decode(original.encode(digits_x)), atol=1e-5
     )
+
+
+@pytest.mark.parametrize("pkg_name", ["digits_pkg", "image_pkg"])
+def test_graphs_carry_no_install_paths(pkg_name: str, request: pytest.FixtureRequest) -> None:
+    """The exporter's stack traces name absolute paths: stripped, so that the same weights
+    give the same fingerprint wherever latentwire is installed."""
+    pkg: Path = request.getfixturevalue(pkg_name)
+    for role in ("encoder", "decoder"):
+        blob = (pkg / f"{role}.onnx").read_bytes()
+        assert b"site-packages" not in blob and b'.py", line' not in blob
+        graph = onnx.load_from_string(blob)
+        assert all(not n.metadata_props for n in graph.graph.node)
+        assert {p.key for p in graph.metadata_props} == {
+            FINGERPRINT_KEY,
+            "latentwire.name",
+            "latentwire.role",
+        }
+
+
+def test_fingerprint_is_reproducible(tmp_path: Path) -> None:
+    """Exporting the same weights twice, from different folders, gives one fingerprint."""
+    cfg = ModelConfig("dense", (64,), 8, hidden=(16,))
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    samples = np.random.default_rng(0).random((300, 64), dtype=np.float32)
+    norm = {"kind": "none", "offset": [0.0], "scale": [1.0]}
+    a = export_package(
+        model, cfg, out=tmp_path / "a", name="t", normalization=norm, samples=samples
+    )
+    b = export_package(
+        model, cfg, out=tmp_path / "x" / "b", name="t", normalization=norm, samples=samples
+    )
+    assert a["fingerprint"] == b["fingerprint"]
+    assert a["files"]["encoder"]["sha256"] == b["files"]["encoder"]["sha256"]

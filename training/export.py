@@ -75,8 +75,31 @@ def _to_onnx(
         if init.data_location == onnx.TensorProto.EXTERNAL:
             raise ExportError(f"initializer {init.name} was exported as external data")
     model.producer_name, model.producer_version = "latentwire", __version__
+    _strip_exporter_metadata(model)
     onnx.checker.check_model(model, full_check=True)
     return model
+
+
+def _strip_exporter_metadata(model: onnx.ModelProto) -> None:
+    """Drop the exporter's per-node notes (stack traces with absolute install paths, FX
+    node text): they would make the graph hash, and so the fingerprint, depend on where
+    latentwire is installed, and they leak the build machine's paths into the package."""
+    graphs = [model.graph]
+    while graphs:
+        graph = graphs.pop()
+        del graph.metadata_props[:]
+        for node in graph.node:
+            del node.metadata_props[:]
+            for attr in node.attribute:  # subgraphs of If/Loop/Scan
+                if attr.HasField("g"):
+                    graphs.append(attr.g)
+                graphs.extend(attr.graphs)
+        for vi in [*graph.input, *graph.output, *graph.value_info]:
+            del vi.metadata_props[:]
+    for fn in model.functions:
+        for node in fn.node:
+            del node.metadata_props[:]
+    del model.metadata_props[:]
 
 
 def _dynamic_axes(cfg: ModelConfig, for_latent: bool) -> dict[int, Any]:
