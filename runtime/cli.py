@@ -53,14 +53,19 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+def positive(kind: type) -> Any:
+    """argparse type: a number of `kind` that is > 0 (shared with the training commands)."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
+
+    return parse
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
@@ -193,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key", help="array name inside an .npz holding several")
     p.add_argument(
         "--chunk",
-        type=_positive_int,
+        type=positive(int),
         metavar="N",
         help="samples per codes message (default: as many as fit in 1 MiB of codes)",
     )

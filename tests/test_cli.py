@@ -185,8 +185,8 @@ def test_bad_flags_are_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
         (["train", "--epochs", "0"], "must be > 0"),
         (["encode", "x.npy"], "--model"),
         (["frobnicate"], "invalid choice"),
-        (["encode", "--model", "m", "x.npy", "--out", "c", "--chunk", "0"], "must be >= 1"),
-        (["encode", "--model", "m", "x.npy", "--out", "c", "--chunk", "-1"], "must be >= 1"),
+        (["encode", "--model", "m", "x.npy", "--out", "c", "--chunk", "0"], "must be > 0"),
+        (["encode", "--model", "m", "x.npy", "--out", "c", "--chunk", "-1"], "must be > 0"),
     ]
     for argv, expected in cases:
         with pytest.raises(SystemExit) as exc:

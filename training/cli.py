@@ -9,6 +9,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from latentwire.runtime.cli import positive
 from latentwire.runtime.errors import DataError
 
 log = logging.getLogger("latentwire")
@@ -33,19 +34,6 @@ def _hidden(text: str) -> tuple[int, ...]:
     return _ints(text)
 
 
-def _positive(kind: type) -> Any:
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-        return value
-
-    return parse
-
-
 def _need_torch() -> None:
     try:
         import onnx  # noqa: F401
@@ -67,7 +55,7 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--latent-dim",
-        type=_positive(int),
+        type=positive(int),
         metavar="K",
         help="latent size (dense) or latent channels (conv) (default: 8 dense, 16 conv)",
     )
@@ -106,16 +94,16 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
         "none for digits, /255 for 8-bit images, /peak for deeper ones, standard otherwise)",
     )
     g.add_argument(
-        "--epochs", type=_positive(int), default=300, help="maximum epochs (default: 300)"
+        "--epochs", type=positive(int), default=300, help="maximum epochs (default: 300)"
     )
-    g.add_argument("--batch-size", type=_positive(int), default=64, help="(default: 64)")
+    g.add_argument("--batch-size", type=positive(int), default=64, help="(default: 64)")
     g.add_argument(
-        "--lr", type=_positive(float), default=2e-3, help="Adam learning rate (default: 0.002)"
+        "--lr", type=positive(float), default=2e-3, help="Adam learning rate (default: 0.002)"
     )
     g.add_argument("--weight-decay", type=float, default=0.0, help="Adam weight decay (default: 0)")
     g.add_argument(
         "--patience",
-        type=_positive(int),
+        type=positive(int),
         default=30,
         help="early stopping: epochs without a better validation loss (default: 30)",
     )
@@ -152,7 +140,7 @@ def add_command(sub: Any, name: str) -> None:
         p.add_argument("--key", help="array name inside an .npz holding several")
         p.add_argument(
             "--patch",
-            type=_positive(int),
+            type=positive(int),
             default=32,
             help="patch size for sample-images, 2 .. 427 (default: 32)",
         )
@@ -205,10 +193,10 @@ def add_command(sub: Any, name: str) -> None:
             help="model package to write (default: models/digits-demo)",
         )
         p.add_argument(
-            "--latent-dim", type=_positive(int), default=8, metavar="K", help="(default: 8)"
+            "--latent-dim", type=positive(int), default=8, metavar="K", help="(default: 8)"
         )
         p.add_argument("--seed", type=int, default=0, help="(default: 0)")
-        p.add_argument("--epochs", type=_positive(int), default=300, help="(default: 300)")
+        p.add_argument("--epochs", type=positive(int), default=300, help="(default: 300)")
         p.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON")
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
         p.set_defaults(func=run_demo)
