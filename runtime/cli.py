@@ -26,8 +26,8 @@ from . import __version__
 from .arrays import check_writable, read_array, write_array
 from .codes import read_codes_file, write_codes_file
 from .errors import LatentwireError
-from .manifest import Manifest, compute_fingerprint
-from .model import ROLES, Model, read_verified
+from .manifest import ROLES, Manifest, compute_fingerprint
+from .model import Model, read_verified
 
 log = logging.getLogger("latentwire")
 

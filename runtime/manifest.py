@@ -43,6 +43,8 @@ SCHEMA_VERSION = 1
 MANIFEST_FILE = "manifest.json"
 FINGERPRINT_KEY = "latentwire.fingerprint"
 CODE_FORMATS = ("f32",)
+ROLES = ("encoder", "decoder")
+"""The two graphs of a package, by their keys in `files`."""
 _CONTRACT_KEYS = ("input", "latent", "output", "normalization", "codes")
 
 
@@ -139,9 +141,7 @@ def compute_fingerprint(manifest: dict[str, Any]) -> str:
     output specs, normalization and code format.
     """
     contract = {k: manifest[k] for k in _CONTRACT_KEYS}
-    contract["graphs"] = {
-        role: manifest["files"][role]["graph_sha256"] for role in ("encoder", "decoder")
-    }
+    contract["graphs"] = {role: manifest["files"][role]["graph_sha256"] for role in ROLES}
     return hashlib.sha256(canonical_json(contract)).hexdigest()[:16]
 
 
@@ -176,7 +176,7 @@ class Manifest:
                 raise PackageError(
                     f"unknown code format {fmt!r}; this latentwire reads {CODE_FORMATS}"
                 )
-            for role in ("encoder", "decoder"):
+            for role in ROLES:
                 entry = d["files"][role]
                 str(entry["path"]), str(entry["sha256"]), str(entry["graph_sha256"])
             return cls(

@@ -14,11 +14,10 @@ from . import _ort
 from ._proto.v1 import codec_pb2
 from .codes import array_to_tensor, tensor_to_array
 from .errors import CodesError, FingerprintMismatch, InputError, IntegrityError, PackageError
-from .manifest import FINGERPRINT_KEY, Manifest, TensorSpec, compute_fingerprint
+from .manifest import FINGERPRINT_KEY, ROLES, Manifest, TensorSpec, compute_fingerprint
 
 log = logging.getLogger("latentwire.runtime")
 
-ROLES = ("encoder", "decoder")
 DEFAULT_BATCH = 4096
 """Samples per ONNX Runtime call (bounds memory for large inputs)."""
 MESSAGE_BYTES = 1 << 20
@@ -32,6 +31,14 @@ def first_nonfinite(arr: np.ndarray) -> tuple[int, tuple[int, ...]] | None:
     if not bad.any():
         return None
     return int(bad.sum()), tuple(int(i) for i in np.argwhere(bad)[0])
+
+
+def _as_float32(arr: np.ndarray, *, overflow: str) -> np.ndarray:
+    """Cast to float32, refusing values past float32's range instead of turning them into
+    inf. Only dtypes wider than float32 can overflow, so only they pay for the check."""
+    if arr.dtype.kind == "f" and arr.dtype.itemsize > 4 and np.abs(arr).max(initial=0.0) > _F32_MAX:
+        raise InputError(overflow)
+    return arr.astype(np.float32, copy=False)
 
 
 def _check_batch(array: Any, spec: TensorSpec, *, what: str, allow_int: bool) -> np.ndarray:
@@ -171,13 +178,12 @@ class Model:
         """Encode a batch (N, *input shape) in the user's units; returns float32 latents."""
         m = self.manifest
         arr = _check_batch(x, m.input, what="input", allow_int=True)
-        normed = m.normalization.forward(arr)
-        if np.abs(normed).max(initial=0.0) > _F32_MAX:
-            raise InputError(
-                "input holds values so far outside the data the model was trained on that "
-                "they overflow float32 after normalisation"
-            )
-        z = self._run("encoder", m.input.name, m.latent.name, normed.astype(np.float32))
+        normed = _as_float32(
+            m.normalization.forward(arr),
+            overflow="input holds values so far outside the data the model was trained on "
+            "that they overflow float32 after normalisation",
+        )
+        z = self._run("encoder", m.input.name, m.latent.name, normed)
         bad = first_nonfinite(z)
         if bad is not None:
             raise InputError(
@@ -190,7 +196,8 @@ class Model:
         """Decode latents (N, *latent shape); returns reconstructions in the user's units."""
         m = self.manifest
         arr = _check_batch(z, m.latent, what="latents", allow_int=False)
-        out = self._run("decoder", m.latent.name, m.output.name, arr.astype(np.float32))
+        arr = _as_float32(arr, overflow="latents hold values past float32's range")
+        out = self._run("decoder", m.latent.name, m.output.name, arr)
         return m.normalization.inverse(out)
 
     # -- codes messages -----------------------------------------------------------------
