@@ -28,6 +28,7 @@ from .codes import read_codes_file, write_codes_file
 from .errors import LatentwireError
 from .manifest import ROLES, Manifest, compute_fingerprint
 from .model import Model, read_verified
+from .server import cli as server_cli
 
 log = logging.getLogger("latentwire")
 
@@ -185,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     training = importlib.import_module("latentwire.training.cli")  # imports no torch itself
     for name in ("train", "export", "demo"):
         training.add_command(sub, name)
+    server_cli.add_command(sub, positive)
 
     p = sub.add_parser(
         "encode",

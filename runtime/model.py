@@ -176,29 +176,50 @@ class Model:
 
     def encode(self, x: Any) -> np.ndarray:
         """Encode a batch (N, *input shape) in the user's units; returns float32 latents."""
+        z = self.run_encoder(self.prepare_inputs(x))
+        self.check_latents_out(z)
+        return z
+
+    def decode(self, z: Any) -> np.ndarray:
+        """Decode latents (N, *latent shape); returns reconstructions in the user's units."""
+        return self.run_decoder(self.prepare_latents(z))
+
+    # The four steps of encode/decode, separate so a server can validate each request on
+    # its own and run many requests' checked arrays as one batch.
+    def prepare_inputs(self, x: Any) -> np.ndarray:
+        """Check a batch of samples in the user's units; return normalised float32."""
         m = self.manifest
         arr = _check_batch(x, m.input, what="input", allow_int=True)
-        normed = _as_float32(
+        return _as_float32(
             m.normalization.forward(arr),
             overflow="input holds values so far outside the data the model was trained on "
             "that they overflow float32 after normalisation",
         )
-        z = self._run("encoder", m.input.name, m.latent.name, normed)
+
+    def run_encoder(self, normed: np.ndarray) -> np.ndarray:
+        """Run the encoder graph on prepared inputs (no checks)."""
+        m = self.manifest
+        return self._run("encoder", m.input.name, m.latent.name, normed)
+
+    @staticmethod
+    def check_latents_out(z: np.ndarray) -> None:
+        """Refuse non-finite codes: they come from inputs far outside the training data."""
         bad = first_nonfinite(z)
         if bad is not None:
             raise InputError(
                 f"the encoder produced {bad[0]} non-finite code value(s) (first at {bad[1]}): "
                 "the input is far outside the data the model was trained on"
             )
-        return z
 
-    def decode(self, z: Any) -> np.ndarray:
-        """Decode latents (N, *latent shape); returns reconstructions in the user's units."""
+    def prepare_latents(self, z: Any) -> np.ndarray:
+        """Check a batch of latents (shape, dtype, NaN/Inf); return float32."""
+        arr = _check_batch(z, self.manifest.latent, what="latents", allow_int=False)
+        return _as_float32(arr, overflow="latents hold values past float32's range")
+
+    def run_decoder(self, z: np.ndarray) -> np.ndarray:
+        """Run the decoder graph on checked float32 latents; returns the user's units."""
         m = self.manifest
-        arr = _check_batch(z, m.latent, what="latents", allow_int=False)
-        arr = _as_float32(arr, overflow="latents hold values past float32's range")
-        out = self._run("decoder", m.latent.name, m.output.name, arr)
-        return m.normalization.inverse(out)
+        return m.normalization.inverse(self._run("decoder", m.latent.name, m.output.name, z))
 
     # -- codes messages -----------------------------------------------------------------
     def to_codes(self, z: np.ndarray) -> codec_pb2.Codes:

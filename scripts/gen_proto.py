@@ -1,7 +1,7 @@
-"""Regenerate the committed gRPC/protobuf stubs from proto/latentwire/v1/*.proto.
+"""Regenerate the committed gRPC/protobuf stubs from proto/latentwire/**/*.proto.
 
-    python scripts/gen_proto.py            # writes runtime/_proto/v1/
-    python scripts/gen_proto.py --out DIR  # writes DIR/v1/ (the stub test diffs against it)
+    python scripts/gen_proto.py            # writes runtime/_proto/v1/ and kserve/v2/
+    python scripts/gen_proto.py --out DIR  # writes under DIR (the stub test diffs against it)
 
 protoc's virtual-path mapping (-Ilatentwire/runtime/_proto=proto/latentwire) makes the
 generated imports read `latentwire.runtime._proto.v1`, so nothing is rewritten afterwards.
@@ -43,7 +43,10 @@ def generate(out: Path) -> list[Path]:
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, dst)
             written.append(dst)
-    for pkg in {p.parent for p in written} | {out}:
+    packages = {out}
+    for path in written:
+        packages.update(d for d in path.parents if d.is_relative_to(out))
+    for pkg in packages:
         (pkg / "__init__.py").touch()
     return written
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -64,3 +66,38 @@ def digits_x() -> np.ndarray:
 
     x: np.ndarray = (load_digits().data[:100] / 16.0).astype(np.float32)
     return x
+
+
+@pytest.fixture(scope="session")
+def repo(tmp_path_factory: pytest.TempPathFactory, digits_pkg: Path) -> Path:
+    """A model repository DIR/<name>/<version>/ holding digits/1 (= digits_pkg)."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("repo")
+    shutil.copytree(digits_pkg, root / "digits" / "1")
+    return root
+
+
+@contextlib.contextmanager
+def running_server(models: Path, **config: Any) -> Iterator[Any]:
+    """An in-process latentwire server on a free port (`server.port`), stopped on exit.
+
+    Keyword arguments go to ServeConfig; `policy=BatchPolicy(...)` sets batching. The
+    repository is not polled unless `poll_seconds` is given.
+    """
+    from latentwire.runtime.server.app import ServeConfig, Server
+
+    config.setdefault("poll_seconds", 0)
+    server = Server(ServeConfig(models=models, host="127.0.0.1", port=0, **config))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop(grace=1.0)
+
+
+@pytest.fixture(scope="session")
+def server(repo: Path) -> Iterator[Any]:
+    """A shared server over `repo` (default settings). Tests must not change `repo`."""
+    with running_server(repo) as srv:
+        yield srv

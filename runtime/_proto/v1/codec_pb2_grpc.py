@@ -3,8 +3,9 @@
 import grpc
 import warnings
 
+from latentwire.runtime._proto.v1 import codec_pb2 as latentwire_dot_runtime_dot___proto_dot_v1_dot_codec__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.78.0'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -22,3 +23,322 @@ if _version_not_supported:
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
+
+
+class CodecStub(object):
+    """---------------------------------------------------------------------------------------
+    The decoding service. Served on the same port as KServe V2 (inference.GRPCInferenceService),
+    grpc.health.v1 and server reflection.
+
+    Errors are gRPC statuses: malformed input INVALID_ARGUMENT, unknown model NOT_FOUND,
+    fingerprint mismatch FAILED_PRECONDITION, queue full or message too big RESOURCE_EXHAUSTED,
+    deadline DEADLINE_EXCEEDED, not loaded yet UNAVAILABLE. The trailing metadata key
+    "latentwire-error" names the error class so clients can raise the same exception.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Decode = channel.unary_unary(
+                '/latentwire.v1.Codec/Decode',
+                request_serializer=latentwire_dot_runtime_dot___proto_dot_v1_dot_codec__pb2.DecodeRequest.SerializeToString,
+                response_deserializer=latentwire_dot_runtime_dot___proto_dot_v1_dot_codec__pb2.DecodeResponse.FromString,
+                _registered_method=True)
+        self.DecodeStream = channel.stream_stream(
+                '/latentwire.v1.Codec/DecodeStream',
+                request_serializer=latentwire_dot_runtime_dot___proto_dot_v1_dot_codec__pb2.DecodeRequest.SerializeToString,
+                response_deserializer=latentwire_dot_runtime_dot___proto_dot_v1_dot_codec__pb2.DecodeResponse.FromString,
+                _registered_method=True)
+        self.Encode = channel.unary_unary(
+                '/latentwire.v1.Codec/Encode',
+                request_serializer=latentwire_dot_runtime_dot___proto_dot_v1_dot_codec__pb2.EncodeRequest.SerializeToString,
+                response_deserializer=latentwire_dot_runtime_dot___proto_dot_v1_dot_codec__pb2.EncodeResponse.FromString,
+                _registered_method=True)
+        self.GetModel = channel.unary_unary(
+                '/latentwire.v1.Codec/GetModel',
+                request_serializer=latentwire_dot_runtime_dot___proto_dot_v1_dot_codec__pb2.GetModelRequest.SerializeToString,
+                response_deserializer=latentwire_dot_runtime_dot___proto_dot_v1_dot_codec__pb2.ModelInfo.FromString,
+                _registered_method=True)
+        self.ListModels = channel.unary_unary(
+                '/latentwire.v1.Codec/ListModels',
+                request_serializer=latentwire_dot_runtime_dot___proto_dot_v1_dot_codec__pb2.ListModelsRequest.SerializeToString,
+                response_deserializer=latentwire_dot_runtime_dot___proto_dot_v1_dot_codec__pb2.ListModelsResponse.FromString,
+                _registered_method=True)
+        self.FetchEncoder = channel.unary_unary(
+                '/latentwire.v1.Codec/FetchEncoder',
+                request_serializer=latentwire_dot_runtime_dot___proto_dot_v1_dot_codec__pb2.FetchEncoderRequest.SerializeToString,
+                response_deserializer=latentwire_dot_runtime_dot___proto_dot_v1_dot_codec__pb2.FetchEncoderResponse.FromString,
+                _registered_method=True)
+
+
+class CodecServicer(object):
+    """---------------------------------------------------------------------------------------
+    The decoding service. Served on the same port as KServe V2 (inference.GRPCInferenceService),
+    grpc.health.v1 and server reflection.
+
+    Errors are gRPC statuses: malformed input INVALID_ARGUMENT, unknown model NOT_FOUND,
+    fingerprint mismatch FAILED_PRECONDITION, queue full or message too big RESOURCE_EXHAUSTED,
+    deadline DEADLINE_EXCEEDED, not loaded yet UNAVAILABLE. The trailing metadata key
+    "latentwire-error" names the error class so clients can raise the same exception.
+    """
+
+    def Decode(self, request, context):
+        """Decode one batch of codes. Codes are routed to the loaded version whose fingerprint
+        they carry.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DecodeStream(self, request_iterator, context):
+        """Decode a stream of batches. Every response carries its request's id; a bad request
+        gets a response with `error` set and the stream goes on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Encode(self, request, context):
+        """Encode on the server, for clients that carry no ONNX Runtime.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetModel(self, request, context):
+        """One model version's manifest.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListModels(self, request, context):
+        """Every loaded model version.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FetchEncoder(self, request, context):
+        """The encoder graph, its sha256 and the manifest, so an edge device can provision itself.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_CodecServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Decode': grpc.unary_unary_rpc_method_handler(
+                    servicer.Decode,
+                    request_deserializer=latentwire_dot_runtime_dot___proto_dot_v1_dot_codec__pb2.DecodeRequest.FromString,
+                    response_serializer=latentwire_dot_runtime_dot___proto_dot_v1_dot_codec__pb2.DecodeResponse.SerializeToString,
+            ),
+            'DecodeStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.DecodeStream,
+                    request_deserializer=latentwire_dot_runtime_dot___proto_dot_v1_dot_codec__pb2.DecodeRequest.FromString,
+                    response_serializer=latentwire_dot_runtime_dot___proto_dot_v1_dot_codec__pb2.DecodeResponse.SerializeToString,
+            ),
+            'Encode': grpc.unary_unary_rpc_method_handler(
+                    servicer.Encode,
+                    request_deserializer=latentwire_dot_runtime_dot___proto_dot_v1_dot_codec__pb2.EncodeRequest.FromString,
+                    response_serializer=latentwire_dot_runtime_dot___proto_dot_v1_dot_codec__pb2.EncodeResponse.SerializeToString,
+            ),
+            'GetModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetModel,
+                    request_deserializer=latentwire_dot_runtime_dot___proto_dot_v1_dot_codec__pb2.GetModelRequest.FromString,
+                    response_serializer=latentwire_dot_runtime_dot___proto_dot_v1_dot_codec__pb2.ModelInfo.SerializeToString,
+            ),
+            'ListModels': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListModels,
+                    request_deserializer=latentwire_dot_runtime_dot___proto_dot_v1_dot_codec__pb2.ListModelsRequest.FromString,
+                    response_serializer=latentwire_dot_runtime_dot___proto_dot_v1_dot_codec__pb2.ListModelsResponse.SerializeToString,
+            ),
+            'FetchEncoder': grpc.unary_unary_rpc_method_handler(
+                    servicer.FetchEncoder,
+                    request_deserializer=latentwire_dot_runtime_dot___proto_dot_v1_dot_codec__pb2.FetchEncoderRequest.FromString,
+                    response_serializer=latentwire_dot_runtime_dot___proto_dot_v1_dot_codec__pb2.FetchEncoderResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'latentwire.v1.Codec', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('latentwire.v1.Codec', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Codec(object):
+    """---------------------------------------------------------------------------------------
+    The decoding service. Served on the same port as KServe V2 (inference.GRPCInferenceService),
+    grpc.health.v1 and server reflection.
+
+    Errors are gRPC statuses: malformed input INVALID_ARGUMENT, unknown model NOT_FOUND,
+    fingerprint mismatch FAILED_PRECONDITION, queue full or message too big RESOURCE_EXHAUSTED,
+    deadline DEADLINE_EXCEEDED, not loaded yet UNAVAILABLE. The trailing metadata key
+    "latentwire-error" names the error class so clients can raise the same exception.
+    """
+
+    @staticmethod
+    def Decode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/latentwire.v1.Codec/Decode',
+            latentwire_dot_runtime_dot___proto_dot_v1_dot_codec__pb2.DecodeRequest.SerializeToString,
+            latentwire_dot_runtime_dot___proto_dot_v1_dot_codec__pb2.DecodeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DecodeStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/latentwire.v1.Codec/DecodeStream',
+            latentwire_dot_runtime_dot___proto_dot_v1_dot_codec__pb2.DecodeRequest.SerializeToString,
+            latentwire_dot_runtime_dot___proto_dot_v1_dot_codec__pb2.DecodeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Encode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/latentwire.v1.Codec/Encode',
+            latentwire_dot_runtime_dot___proto_dot_v1_dot_codec__pb2.EncodeRequest.SerializeToString,
+            latentwire_dot_runtime_dot___proto_dot_v1_dot_codec__pb2.EncodeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/latentwire.v1.Codec/GetModel',
+            latentwire_dot_runtime_dot___proto_dot_v1_dot_codec__pb2.GetModelRequest.SerializeToString,
+            latentwire_dot_runtime_dot___proto_dot_v1_dot_codec__pb2.ModelInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListModels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/latentwire.v1.Codec/ListModels',
+            latentwire_dot_runtime_dot___proto_dot_v1_dot_codec__pb2.ListModelsRequest.SerializeToString,
+            latentwire_dot_runtime_dot___proto_dot_v1_dot_codec__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FetchEncoder(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/latentwire.v1.Codec/FetchEncoder',
+            latentwire_dot_runtime_dot___proto_dot_v1_dot_codec__pb2.FetchEncoderRequest.SerializeToString,
+            latentwire_dot_runtime_dot___proto_dot_v1_dot_codec__pb2.FetchEncoderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

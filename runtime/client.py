@@ -1,0 +1,861 @@
+"""Client SDK for a latentwire server (`latentwire.v1.Codec` over gRPC), sync and asyncio.
+
+Torch-free and onnx-free: numpy, grpcio and protobuf only, so it fits on edge devices::
+
+    from latentwire.runtime.client import Client
+    from latentwire.runtime.model import Model
+
+    encoder = Model("models/digits", roles=("encoder",))
+    with Client("decoder.example:8500") as client:
+        result = client.decode(encoder.encode_codes(x))   # one Decode RPC per message
+        x_hat = result.x
+
+Every RPC gets a deadline (`timeout`, per call or the client's default, spanning the
+retries) and is retried with exponential backoff and jitter when the server answers
+UNAVAILABLE (unreachable, loading, shutting down); decoding is a pure function, so a retry
+is always safe. A DecodeStream is retried only while the server has answered nothing yet:
+the requests sent until then are kept and replayed on the new stream.
+
+Every gRPC error becomes the package's own exception (`latentwire.runtime.errors`): the
+server names the class in the trailing metadata key "latentwire-error", and
+`error_from_status` falls back to the status code when it is absent (transport errors).
+`AsyncClient` has the same methods as coroutines; create it inside the running event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import random
+import secrets
+import shutil
+import threading
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeAlias, TypeVar
+
+import grpc
+import grpc.aio
+import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from ._proto.v1 import codec_pb2, codec_pb2_grpc
+from .codes import array_to_tensor, tensor_to_array
+from .errors import (
+    CodesError,
+    InputError,
+    IntegrityError,
+    LatentwireError,
+    PackageError,
+    error_from_status,
+)
+
+__all__ = [
+    "OUTPUT_DTYPES",
+    "AsyncClient",
+    "Client",
+    "DecodeResult",
+    "StreamResult",
+]
+
+log = logging.getLogger("latentwire.client")
+
+OUTPUT_DTYPES = ("float32", "float16")
+"""Reconstruction dtypes a server can be asked for."""
+ERROR_KEY = "latentwire-error"
+"""Trailing metadata key naming the server's error class."""
+MAX_BACKOFF = 10.0
+"""Longest pause between two attempts, in seconds (before jitter)."""
+
+_T = TypeVar("_T")
+CodesInput: TypeAlias = codec_pb2.Codes | Iterable[codec_pb2.Codes]
+
+
+# -- results ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DecodeResult:
+    """Reconstructions of one or more Codes messages, concatenated in order."""
+
+    x: np.ndarray
+    """Reconstructions in the user's units: shape (count, *input shape)."""
+    model_name: str
+    model_version: str
+    """The version directory that decoded the codes."""
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class StreamResult:
+    """The server's answer to one request of a DecodeStream: reconstructions or an error."""
+
+    id: str
+    """The request's id: "0", "1", ... in the order the messages were given."""
+    x: np.ndarray | None
+    """Reconstructions (None when the request failed)."""
+    error: LatentwireError | None
+    """What went wrong for this request (None when it was decoded)."""
+    model_name: str = ""
+    model_version: str = ""
+    fingerprint: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def unwrap(self) -> np.ndarray:
+        """The reconstructions, or raise this request's error."""
+        if self.error is not None:
+            raise self.error
+        assert self.x is not None
+        return self.x
+
+
+# -- shared helpers (sync and async) -----------------------------------------------------
+def _channel_options(
+    max_message_bytes: int, server_name_override: str | None, backoff: float
+) -> list[Any]:
+    if max_message_bytes < 1:
+        raise ValueError(f"max_message_bytes must be >= 1, got {max_message_bytes}")
+    options: list[Any] = [
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+        # reconnect on our retry schedule: with gRPC's default (1 s, growing) a channel that
+        # once failed to connect keeps failing fast, so early retries could never succeed
+        ("grpc.initial_reconnect_backoff_ms", max(int(backoff * 1000), 10)),
+        ("grpc.max_reconnect_backoff_ms", int(MAX_BACKOFF * 1000)),
+    ]
+    if server_name_override:
+        options.append(("grpc.ssl_target_name_override", server_name_override))
+    return options
+
+
+def _credentials(
+    tls: bool,
+    root_certificates: bytes | None,
+    certificate_chain: bytes | None,
+    private_key: bytes | None,
+    token: str | None,
+) -> Any:
+    """Channel credentials for TLS (with the token as call credentials), or None."""
+    if (certificate_chain is None) != (private_key is None):
+        raise ValueError("certificate_chain and private_key go together (mutual TLS)")
+    if not (tls or root_certificates or certificate_chain):
+        return None
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=root_certificates,
+        private_key=private_key,
+        certificate_chain=certificate_chain,
+    )
+    if token:
+        creds = grpc.composite_channel_credentials(creds, grpc.access_token_call_credentials(token))
+    return creds
+
+
+class _Settings:
+    """Everything both clients derive from their constructor arguments."""
+
+    def __init__(
+        self,
+        target: str,
+        tls: bool,
+        root_certificates: bytes | None,
+        certificate_chain: bytes | None,
+        private_key: bytes | None,
+        token: str | None,
+        timeout: float | None,
+        retries: int,
+        backoff: float,
+        max_message_bytes: int,
+        server_name_override: str | None,
+    ) -> None:
+        if retries < 0:
+            raise ValueError(f"retries must be >= 0, got {retries}")
+        if backoff < 0:
+            raise ValueError(f"backoff must be >= 0, got {backoff}")
+        if timeout is not None and timeout <= 0:
+            raise ValueError(f"timeout must be > 0 or None, got {timeout}")
+        self.target = target
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self.options = _channel_options(max_message_bytes, server_name_override, backoff)
+        self.credentials = _credentials(
+            tls, root_certificates, certificate_chain, private_key, token
+        )
+        # with TLS the token travels as call credentials; an insecure channel refuses
+        # those, so there it goes as plain metadata on every call
+        self.metadata: tuple[tuple[str, str], ...] | None = (
+            (("authorization", f"Bearer {token}"),) if token and self.credentials is None else None
+        )
+
+    def attempts(self, timeout: float | None) -> _Attempts:
+        return _Attempts(self.retries, self.backoff, self.timeout if timeout is None else timeout)
+
+
+class _Attempts:
+    """One call's retry budget: the deadline spans every attempt."""
+
+    def __init__(self, retries: int, backoff: float, timeout: float | None) -> None:
+        self.retries = retries
+        self.backoff = backoff
+        self.done = 0
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+
+    def remaining(self) -> float | None:
+        """Seconds left for the next attempt (None: no deadline)."""
+        if self.deadline is None:
+            return None
+        return max(self.deadline - time.monotonic(), 0.0)
+
+    def next_delay(self, exc: grpc.RpcError) -> float | None:
+        """Seconds to wait before retrying after `exc`, or None to give up."""
+        if _code_name(exc) != "UNAVAILABLE" or self.done >= self.retries:
+            return None
+        delay = min(self.backoff * 2.0**self.done, MAX_BACKOFF) * random.uniform(0.5, 1.5)
+        left = self.remaining()
+        if left is not None and delay >= left:
+            return None
+        self.done += 1
+        log.debug("server unavailable (%s); retry %d in %.3fs", _details(exc), self.done, delay)
+        return delay
+
+
+def _code_name(exc: grpc.RpcError) -> str:
+    code = exc.code() if callable(getattr(exc, "code", None)) else None
+    return str(getattr(code, "name", "UNKNOWN"))
+
+
+def _details(exc: grpc.RpcError) -> str:
+    details = exc.details() if callable(getattr(exc, "details", None)) else None
+    return str(details or exc)
+
+
+def _error(exc: grpc.RpcError) -> LatentwireError:
+    """The package's exception for a gRPC error (class named by the server when it did)."""
+    kind: str | None = None
+    trailing = (
+        exc.trailing_metadata() if callable(getattr(exc, "trailing_metadata", None)) else None
+    )
+    for key, value in trailing or ():
+        if key == ERROR_KEY:
+            kind = value.decode() if isinstance(value, bytes) else str(value)
+    return error_from_status(_code_name(exc), _details(exc), kind)
+
+
+def _check_output_dtype(output_dtype: str) -> str:
+    if output_dtype not in OUTPUT_DTYPES:
+        raise InputError(f"output_dtype must be one of {OUTPUT_DTYPES}, got {output_dtype!r}")
+    return output_dtype
+
+
+def _as_messages(codes: CodesInput) -> list[codec_pb2.Codes]:
+    messages = [codes] if isinstance(codes, codec_pb2.Codes) else list(codes)
+    if not messages:
+        raise CodesError("no codes to decode")
+    return messages
+
+
+def _reconstruction(resp: codec_pb2.DecodeResponse, count: int | None) -> np.ndarray:
+    x = tensor_to_array(resp.reconstruction)
+    if count is not None and (x.ndim == 0 or x.shape[0] != count):
+        raise CodesError(f"the server sent reconstructions of shape {x.shape} for {count} samples")
+    return x
+
+
+def _decode_result(
+    responses: list[codec_pb2.DecodeResponse], messages: list[codec_pb2.Codes]
+) -> DecodeResult:
+    parts = [_reconstruction(r, int(m.count)) for r, m in zip(responses, messages, strict=True)]
+    first = responses[0]
+    return DecodeResult(
+        x=parts[0] if len(parts) == 1 else np.concatenate(parts),
+        model_name=first.model_name,
+        model_version=first.model_version,
+        fingerprint=first.fingerprint,
+    )
+
+
+def _stream_result(resp: codec_pb2.DecodeResponse) -> StreamResult:
+    if resp.HasField("error"):
+        err = error_from_status(resp.error.code or "UNKNOWN", resp.error.message)
+        return StreamResult(id=resp.id, x=None, error=err)
+    try:
+        x = _reconstruction(resp, None)
+    except CodesError as exc:  # a malformed answer spoils this item, not the stream
+        return StreamResult(id=resp.id, x=None, error=exc)
+    return StreamResult(
+        id=resp.id,
+        x=x,
+        error=None,
+        model_name=resp.model_name,
+        model_version=resp.model_version,
+        fingerprint=resp.fingerprint,
+    )
+
+
+def _encode_request(name: str, x: np.ndarray, version: str) -> codec_pb2.EncodeRequest:
+    return codec_pb2.EncodeRequest(
+        model_name=name, model_version=version, inputs=array_to_tensor(np.asarray(x))
+    )
+
+
+def _health_status(resp: Any) -> str:
+    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status))
+
+
+def _safe_file_name(name: object, default: str) -> str:
+    """A manifest's file name, refused when it would leave the package folder."""
+    text = default if name is None else str(name)
+    if not text or text in (".", "..") or "/" in text or "\\" in text or "\0" in text:
+        raise IntegrityError(f"the manifest names the encoder file {text!r}; expected a file name")
+    return text
+
+
+def _check_out_dir(out_dir: str | Path) -> Path:
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise PackageError(f"{out} exists and is not a folder; give a new folder for the package")
+    if out.is_dir() and any(out.iterdir()):
+        raise PackageError(f"{out} already exists and is not empty; give a new or empty folder")
+    return out
+
+
+def _write_encoder_package(resp: codec_pb2.FetchEncoderResponse, out_dir: str | Path) -> Path:
+    """Check a FetchEncoder answer's sha256s and write it as an edge package, atomically."""
+    out = _check_out_dir(out_dir)
+    blob = resp.encoder_onnx
+    digest = hashlib.sha256(blob).hexdigest()
+    if digest != resp.sha256.lower():
+        raise IntegrityError(
+            f"encoder.onnx from the server has sha256 {digest[:16]}..., the server says "
+            f"{resp.sha256[:16] or '(none)'}...: the transfer was damaged"
+        )
+    text = resp.model.manifest_json
+    try:
+        manifest = json.loads(text)
+        entry = manifest["files"]["encoder"]
+        expected = str(entry["sha256"]).lower()
+    except (ValueError, KeyError, TypeError):
+        raise IntegrityError(
+            "the server's manifest is not valid JSON with files.encoder.sha256"
+        ) from None
+    if digest != expected:
+        raise IntegrityError(
+            f"encoder.onnx from the server has sha256 {digest[:16]}..., its manifest expects "
+            f"{expected[:16]}...: the server's package is inconsistent"
+        )
+    file_name = _safe_file_name(
+        entry.get("path") if isinstance(entry, dict) else None, "encoder.onnx"
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # a fresh folder beside the target (mkdir, unlike mkdtemp, honours the umask), renamed
+    # into place once complete: nobody ever sees half a package
+    tmp = out.parent / f".{out.name}.{secrets.token_hex(6)}.tmp"
+    tmp.mkdir()
+    try:
+        (tmp / file_name).write_bytes(blob)
+        (tmp / "manifest.json").write_bytes(text.encode("utf-8"))
+        try:
+            os.replace(tmp, out)  # POSIX: also replaces an empty folder in one step
+        except OSError:
+            _check_out_dir(out)  # someone filled it meanwhile: refuse, clearly
+            out.rmdir()
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.debug("wrote %s (%d bytes, sha256 %s)", out / file_name, len(blob), digest)
+    return out
+
+
+class _Requests:
+    """DecodeStream requests with ids "0", "1", ...; those sent before the server's first
+    answer are kept so that a stream failing with UNAVAILABLE by then can be replayed."""
+
+    def __init__(
+        self,
+        messages: Iterable[codec_pb2.Codes] | AsyncIterable[codec_pb2.Codes],
+        output_dtype: str,
+    ) -> None:
+        self._source = messages
+        self._iter: Iterator[codec_pb2.Codes] | None = None
+        self._aiter: AsyncIterator[codec_pb2.Codes] | None = None
+        self._dtype = _check_output_dtype(output_dtype)
+        self._kept: list[codec_pb2.DecodeRequest | None] = []
+        self._keeping = True
+        self._epoch = 0
+        self._next_id = 0
+        self._lock = threading.Lock()  # grpc's sync stream pulls requests on its own thread
+        self._alock: asyncio.Lock | None = None
+
+    def answered(self) -> None:
+        """The server answered: no replay from now on, kept requests can go."""
+        self._keeping = False
+
+    def restart(self) -> bool:
+        """Abandon the current attempt; True when a new one can replay what it sent."""
+        with self._lock:
+            self._epoch += 1
+            return self._keeping
+
+    def _request(self, msg: codec_pb2.Codes) -> codec_pb2.DecodeRequest:
+        req = codec_pb2.DecodeRequest(id=str(self._next_id), codes=msg, output_dtype=self._dtype)
+        self._next_id += 1
+        if self._keeping:
+            self._kept.append(req)
+        return req
+
+    def _replayed(self, epoch: int, pos: int) -> tuple[bool, codec_pb2.DecodeRequest | None]:
+        """(stop, kept request at pos or None to pull a new one) for an attempt."""
+        if epoch != self._epoch:
+            return True, None
+        if pos < len(self._kept):
+            req = self._kept[pos]
+            if not self._keeping:
+                self._kept[pos] = None  # answered: replaying it is the last use
+            return False, req
+        return False, None
+
+    def __iter__(self) -> Iterator[codec_pb2.DecodeRequest]:
+        if isinstance(self._source, AsyncIterable):
+            raise TypeError("an async iterable of Codes needs AsyncClient.decode_stream")
+        epoch, pos = self._epoch, 0
+        while True:
+            with self._lock:
+                stop, req = self._replayed(epoch, pos)
+                if stop:
+                    return
+                if req is None:
+                    if self._iter is None:
+                        self._iter = iter(self._source)
+                    msg = next(self._iter, None)
+                    if msg is None:
+                        return
+                    req = self._request(msg)
+                pos += 1
+            yield req
+
+    async def __aiter__(self) -> AsyncIterator[codec_pb2.DecodeRequest]:
+        if self._alock is None:
+            self._alock = asyncio.Lock()
+        epoch, pos = self._epoch, 0
+        while True:
+            async with self._alock:  # an abandoned attempt's task may still be pulling
+                stop, req = self._replayed(epoch, pos)
+                if stop:
+                    return
+                if req is None:
+                    msg = await self._pull()
+                    if msg is None:
+                        return
+                    req = self._request(msg)
+                pos += 1
+            yield req
+
+    async def _pull(self) -> codec_pb2.Codes | None:
+        if isinstance(self._source, AsyncIterable):
+            if self._aiter is None:
+                self._aiter = aiter(self._source)
+            try:
+                return await anext(self._aiter)
+            except StopAsyncIteration:
+                return None
+        if self._iter is None:
+            self._iter = iter(self._source)
+        return next(self._iter, None)
+
+
+class _Base:
+    """Constructor arguments shared by Client and AsyncClient."""
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        tls: bool = False,
+        root_certificates: bytes | None = None,
+        certificate_chain: bytes | None = None,
+        private_key: bytes | None = None,
+        token: str | None = None,
+        timeout: float | None = 30.0,
+        retries: int = 3,
+        backoff: float = 0.1,
+        max_message_bytes: int = 256 << 20,
+        server_name_override: str | None = None,
+    ) -> None:
+        self._settings = _Settings(
+            target,
+            tls,
+            root_certificates,
+            certificate_chain,
+            private_key,
+            token,
+            timeout,
+            retries,
+            backoff,
+            max_message_bytes,
+            server_name_override,
+        )
+        self.target = target
+
+    def __repr__(self) -> str:
+        secure = "tls" if self._settings.credentials is not None else "insecure"
+        return f"{type(self).__name__}({self.target!r}, {secure})"
+
+
+def _sleep(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+async def _asleep(seconds: float) -> None:
+    await asyncio.sleep(seconds)
+
+
+# -- the synchronous client --------------------------------------------------------------
+class Client(_Base):
+    """A blocking client of a latentwire server. Use as a context manager or close()."""
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        tls: bool = False,
+        root_certificates: bytes | None = None,
+        certificate_chain: bytes | None = None,
+        private_key: bytes | None = None,
+        token: str | None = None,
+        timeout: float | None = 30.0,
+        retries: int = 3,
+        backoff: float = 0.1,
+        max_message_bytes: int = 256 << 20,
+        server_name_override: str | None = None,
+    ) -> None:
+        super().__init__(
+            target,
+            tls=tls,
+            root_certificates=root_certificates,
+            certificate_chain=certificate_chain,
+            private_key=private_key,
+            token=token,
+            timeout=timeout,
+            retries=retries,
+            backoff=backoff,
+            max_message_bytes=max_message_bytes,
+            server_name_override=server_name_override,
+        )
+        s = self._settings
+        if s.credentials is None:
+            self._channel: Any = grpc.insecure_channel(target, options=s.options)
+        else:
+            self._channel = grpc.secure_channel(target, s.credentials, options=s.options)
+        self._stub: Any = codec_pb2_grpc.CodecStub(self._channel)  # type: ignore[no-untyped-call]
+        self._health: Any = health_pb2_grpc.HealthStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _call(self, method: Callable[..., _T], request: Any, timeout: float | None) -> _T:
+        attempts = self._settings.attempts(timeout)
+        while True:
+            try:
+                return method(
+                    request, timeout=attempts.remaining(), metadata=self._settings.metadata
+                )
+            except grpc.RpcError as exc:
+                delay = attempts.next_delay(exc)
+                if delay is None:
+                    raise _error(exc) from None
+            _sleep(delay)
+
+    def decode(
+        self,
+        codes: CodesInput,
+        *,
+        output_dtype: str = "float32",
+        timeout: float | None = None,
+    ) -> DecodeResult:
+        """Decode Codes messages, one Decode RPC each; reconstructions are concatenated.
+        `timeout` (default: the client's) is each RPC's deadline."""
+        _check_output_dtype(output_dtype)
+        messages = _as_messages(codes)
+        responses = [
+            self._call(
+                self._stub.Decode,
+                codec_pb2.DecodeRequest(id=str(i), codes=msg, output_dtype=output_dtype),
+                timeout,
+            )
+            for i, msg in enumerate(messages)
+        ]
+        return _decode_result(responses, messages)
+
+    def decode_stream(
+        self,
+        messages: Iterable[codec_pb2.Codes],
+        *,
+        output_dtype: str = "float32",
+        timeout: float | None = None,
+    ) -> Iterator[StreamResult]:
+        """Decode messages over one DecodeStream, yielding each answer as it comes (ids
+        "0", "1", ... in the order given). A request the server refuses yields a result with
+        `error` set and the stream goes on; a failure of the whole stream raises.
+        `timeout` (default: the client's) is the deadline of the whole stream."""
+        requests = _Requests(messages, output_dtype)
+        attempts = self._settings.attempts(timeout)
+        while True:
+            call = self._stub.DecodeStream(
+                iter(requests), timeout=attempts.remaining(), metadata=self._settings.metadata
+            )
+            try:
+                for resp in call:
+                    requests.answered()
+                    yield _stream_result(resp)
+                return
+            except grpc.RpcError as exc:
+                delay = attempts.next_delay(exc) if requests.restart() else None
+                if delay is None:
+                    raise _error(exc) from None
+            finally:
+                call.cancel()  # no-op when it finished; stops it when the caller stopped early
+            _sleep(delay)
+
+    def encode(
+        self, name: str, x: np.ndarray, *, version: str = "", timeout: float | None = None
+    ) -> codec_pb2.Codes:
+        """Encode samples (in the user's units) on the server with model `name`."""
+        resp: codec_pb2.EncodeResponse = self._call(
+            self._stub.Encode, _encode_request(name, x, version), timeout
+        )
+        return resp.codes
+
+    def list_models(self, *, timeout: float | None = None) -> list[codec_pb2.ModelInfo]:
+        """Every model version the server has loaded."""
+        resp: codec_pb2.ListModelsResponse = self._call(
+            self._stub.ListModels, codec_pb2.ListModelsRequest(), timeout
+        )
+        return list(resp.models)
+
+    def get_model(
+        self,
+        name: str,
+        version: str = "",
+        fingerprint: str = "",
+        *,
+        timeout: float | None = None,
+    ) -> codec_pb2.ModelInfo:
+        """One model version's info and manifest (latest, or the one with `fingerprint`)."""
+        req = codec_pb2.GetModelRequest(name=name, version=version, fingerprint=fingerprint)
+        info: codec_pb2.ModelInfo = self._call(self._stub.GetModel, req, timeout)
+        return info
+
+    def fetch_encoder(
+        self,
+        name: str,
+        out_dir: str | Path,
+        *,
+        version: str = "",
+        timeout: float | None = None,
+    ) -> Path:
+        """Fetch model `name`'s encoder and write an edge package (encoder.onnx +
+        manifest.json) to `out_dir`, a new or empty folder, after checking its sha256."""
+        _check_out_dir(out_dir)  # before the transfer, not only after it
+        req = codec_pb2.FetchEncoderRequest(name=name, version=version)
+        resp: codec_pb2.FetchEncoderResponse = self._call(self._stub.FetchEncoder, req, timeout)
+        return _write_encoder_package(resp, out_dir)
+
+    def health(self, service: str = "", *, timeout: float | None = None) -> str:
+        """grpc.health.v1 status: "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN", ..."""
+        req = health_pb2.HealthCheckRequest(service=service)
+        try:
+            resp = self._call(self._health.Check, req, timeout)
+        except LatentwireError as exc:
+            if exc.status == "NOT_FOUND":
+                return "SERVICE_UNKNOWN"
+            raise
+        return _health_status(resp)
+
+
+# -- the asyncio client ------------------------------------------------------------------
+class AsyncClient(_Base):
+    """The asyncio twin of `Client` (grpc.aio). Create it inside the running event loop;
+    use `async with` or `await close()`."""
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        tls: bool = False,
+        root_certificates: bytes | None = None,
+        certificate_chain: bytes | None = None,
+        private_key: bytes | None = None,
+        token: str | None = None,
+        timeout: float | None = 30.0,
+        retries: int = 3,
+        backoff: float = 0.1,
+        max_message_bytes: int = 256 << 20,
+        server_name_override: str | None = None,
+    ) -> None:
+        super().__init__(
+            target,
+            tls=tls,
+            root_certificates=root_certificates,
+            certificate_chain=certificate_chain,
+            private_key=private_key,
+            token=token,
+            timeout=timeout,
+            retries=retries,
+            backoff=backoff,
+            max_message_bytes=max_message_bytes,
+            server_name_override=server_name_override,
+        )
+        s = self._settings
+        if s.credentials is None:
+            self._channel: Any = grpc.aio.insecure_channel(target, options=s.options)
+        else:
+            self._channel = grpc.aio.secure_channel(target, s.credentials, options=s.options)
+        self._stub: Any = codec_pb2_grpc.CodecStub(self._channel)  # type: ignore[no-untyped-call]
+        self._health: Any = health_pb2_grpc.HealthStub(self._channel)
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def _call(self, method: Callable[..., Any], request: Any, timeout: float | None) -> Any:
+        attempts = self._settings.attempts(timeout)
+        while True:
+            try:
+                return await method(
+                    request, timeout=attempts.remaining(), metadata=self._settings.metadata
+                )
+            except grpc.RpcError as exc:
+                delay = attempts.next_delay(exc)
+                if delay is None:
+                    raise _error(exc) from None
+            await _asleep(delay)
+
+    async def decode(
+        self,
+        codes: CodesInput,
+        *,
+        output_dtype: str = "float32",
+        timeout: float | None = None,
+    ) -> DecodeResult:
+        """Decode Codes messages, one Decode RPC each (see `Client.decode`)."""
+        _check_output_dtype(output_dtype)
+        messages = _as_messages(codes)
+        responses = [
+            await self._call(
+                self._stub.Decode,
+                codec_pb2.DecodeRequest(id=str(i), codes=msg, output_dtype=output_dtype),
+                timeout,
+            )
+            for i, msg in enumerate(messages)
+        ]
+        return _decode_result(responses, messages)
+
+    async def decode_stream(
+        self,
+        messages: Iterable[codec_pb2.Codes] | AsyncIterable[codec_pb2.Codes],
+        *,
+        output_dtype: str = "float32",
+        timeout: float | None = None,
+    ) -> AsyncIterator[StreamResult]:
+        """Decode messages over one DecodeStream (see `Client.decode_stream`); `messages`
+        may also be an async iterable."""
+        requests = _Requests(messages, output_dtype)
+        attempts = self._settings.attempts(timeout)
+        while True:
+            call = self._stub.DecodeStream(
+                aiter(requests), timeout=attempts.remaining(), metadata=self._settings.metadata
+            )
+            try:
+                async for resp in call:
+                    requests.answered()
+                    yield _stream_result(resp)
+                return
+            except grpc.RpcError as exc:
+                delay = attempts.next_delay(exc) if requests.restart() else None
+                if delay is None:
+                    raise _error(exc) from None
+            finally:
+                call.cancel()
+            await _asleep(delay)
+
+    async def encode(
+        self, name: str, x: np.ndarray, *, version: str = "", timeout: float | None = None
+    ) -> codec_pb2.Codes:
+        """Encode samples on the server (see `Client.encode`)."""
+        resp: codec_pb2.EncodeResponse = await self._call(
+            self._stub.Encode, _encode_request(name, x, version), timeout
+        )
+        return resp.codes
+
+    async def list_models(self, *, timeout: float | None = None) -> list[codec_pb2.ModelInfo]:
+        resp: codec_pb2.ListModelsResponse = await self._call(
+            self._stub.ListModels, codec_pb2.ListModelsRequest(), timeout
+        )
+        return list(resp.models)
+
+    async def get_model(
+        self,
+        name: str,
+        version: str = "",
+        fingerprint: str = "",
+        *,
+        timeout: float | None = None,
+    ) -> codec_pb2.ModelInfo:
+        req = codec_pb2.GetModelRequest(name=name, version=version, fingerprint=fingerprint)
+        info: codec_pb2.ModelInfo = await self._call(self._stub.GetModel, req, timeout)
+        return info
+
+    async def fetch_encoder(
+        self,
+        name: str,
+        out_dir: str | Path,
+        *,
+        version: str = "",
+        timeout: float | None = None,
+    ) -> Path:
+        """Fetch an encoder and write an edge package (see `Client.fetch_encoder`)."""
+        _check_out_dir(out_dir)
+        req = codec_pb2.FetchEncoderRequest(name=name, version=version)
+        resp: codec_pb2.FetchEncoderResponse = await self._call(
+            self._stub.FetchEncoder, req, timeout
+        )
+        return _write_encoder_package(resp, out_dir)
+
+    async def health(self, service: str = "", *, timeout: float | None = None) -> str:
+        req = health_pb2.HealthCheckRequest(service=service)
+        try:
+            resp = await self._call(self._health.Check, req, timeout)
+        except LatentwireError as exc:
+            if exc.status == "NOT_FOUND":
+                return "SERVICE_UNKNOWN"
+            raise
+        return _health_status(resp)

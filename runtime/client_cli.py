@@ -1,0 +1,219 @@
+"""The client commands of the `latentwire` command line (edge side, torch-free).
+
+    latentwire send           encode locally, decode on a server, report size and quality
+    latentwire fetch-encoder  provision an edge package from a server
+
+`runtime/cli.py` registers them with `add_commands(sub)`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .arrays import check_writable, read_array, write_array
+from .client import OUTPUT_DTYPES, Client
+from .errors import ServerError
+from .manifest import Manifest
+from .model import Model
+
+__all__ = ["add_commands", "cmd_fetch_encoder", "cmd_send", "psnr"]
+
+log = logging.getLogger("latentwire")
+
+TOKEN_ENV = "LATENTWIRE_TOKEN"
+
+
+def psnr(x: np.ndarray, x_hat: np.ndarray) -> float:
+    """PSNR in dB of `x_hat` against `x`, data range = x.max() - x.min() (inf when equal,
+    nan when x is constant)."""
+    ref = np.asarray(x, dtype=np.float64)
+    err = np.asarray(x_hat, dtype=np.float64).reshape(ref.shape) - ref
+    mse = float(np.mean(err * err)) if err.size else 0.0
+    data_range = float(ref.max() - ref.min()) if ref.size else 0.0
+    if mse == 0.0:
+        return math.inf
+    if data_range == 0.0:
+        return math.nan
+    return 10.0 * math.log10(data_range**2 / mse)
+
+
+def _add_connection_args(p: argparse.ArgumentParser, positive: Any) -> None:
+    g = p.add_argument_group("connection")
+    g.add_argument("--server", required=True, metavar="HOST:PORT", help="the server's address")
+    g.add_argument("--tls", action="store_true", help="connect with TLS (implied by --ca/--cert)")
+    g.add_argument("--ca", metavar="FILE", help="PEM root certificates (default: system roots)")
+    g.add_argument("--cert", metavar="FILE", help="PEM client certificate chain (mutual TLS)")
+    g.add_argument("--key", metavar="FILE", help="PEM client private key (with --cert)")
+    g.add_argument(
+        "--server-name",
+        metavar="NAME",
+        help="TLS: expect this name in the server's certificate instead of HOST",
+    )
+    g.add_argument(
+        "--token",
+        metavar="TOKEN",
+        help=f"bearer token (default: the {TOKEN_ENV} environment variable)",
+    )
+    g.add_argument(
+        "--timeout",
+        type=positive(float),
+        default=30.0,
+        metavar="S",
+        help="deadline of each call in seconds, retries included (default: 30)",
+    )
+
+
+def _read_pem(path: str | None) -> bytes | None:
+    return None if path is None else Path(path).read_bytes()  # OSError: one line from main()
+
+
+def _client(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Client:
+    if (args.cert is None) != (args.key is None):
+        parser.error("--cert and --key go together (mutual TLS)")
+    return Client(
+        args.server,
+        tls=args.tls,
+        root_certificates=_read_pem(args.ca),
+        certificate_chain=_read_pem(args.cert),
+        private_key=_read_pem(args.key),
+        token=args.token or os.environ.get(TOKEN_ENV) or None,
+        timeout=args.timeout,
+        server_name_override=args.server_name,
+    )
+
+
+def cmd_send(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if args.out is not None:
+        check_writable(args.out, (".npy", ".csv"))
+    model = Model(args.model, providers=args.providers, threads=args.threads, roles=("encoder",))
+    x = read_array(args.input, key=args.array)
+    t0 = time.perf_counter()
+    messages = list(model.encode_codes(x, chunk=args.chunk))  # validates x as a whole
+    encode_ms = (time.perf_counter() - t0) * 1e3
+    n = sum(int(m.count) for m in messages)
+    sent = sum(m.ByteSize() for m in messages)
+    raw = n * math.prod(x.shape[1:]) * 4
+    with _client(args, parser) as client:
+        t0 = time.perf_counter()
+        if args.stream:
+            results = {
+                r.id: r for r in client.decode_stream(messages, output_dtype=args.output_dtype)
+            }
+            round_trip_ms = (time.perf_counter() - t0) * 1e3
+            parts = []
+            for i in range(len(messages)):
+                r = results.get(str(i))
+                if r is None:
+                    raise ServerError(f"the server sent no answer to message {i} of the stream")
+                parts.append(r.unwrap())  # the first refused message raises its error
+            x_hat = parts[0] if len(parts) == 1 else np.concatenate(parts)
+            decoded_by = sorted(
+                {f"{r.model_name} version {r.model_version}" for r in results.values()}
+            )
+        else:
+            result = client.decode(messages, output_dtype=args.output_dtype)
+            round_trip_ms = (time.perf_counter() - t0) * 1e3
+            x_hat = result.x
+            decoded_by = [f"{result.model_name} version {result.model_version}"]
+    if args.out is not None:
+        write_array(args.out, x_hat)
+    quality = psnr(x, x_hat)
+    log.info(
+        "sent %d samples of shape %s to %s in %d message(s)%s: %s code bytes vs %s raw "
+        "float32 bytes (%.1fx smaller)",
+        n,
+        tuple(x.shape[1:]),
+        args.server,
+        len(messages),
+        " over one stream" if args.stream else "",
+        f"{sent:,}",
+        f"{raw:,}",
+        raw / max(sent, 1),
+    )
+    log.info(
+        "decoded by %s; encode %.1f ms, round trip %.1f ms; PSNR %.2f dB (%s reconstructions%s)",
+        ", ".join(decoded_by),
+        encode_ms,
+        round_trip_ms,
+        quality,
+        args.output_dtype,
+        f" -> {args.out}" if args.out is not None else "",
+    )
+    return 0
+
+
+def cmd_fetch_encoder(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    with _client(args, parser) as client:
+        out = client.fetch_encoder(args.name, args.out, version=args.version)
+    m = Manifest.load(out)
+    entry = m.files["encoder"]
+    size = (out / entry["path"]).stat().st_size
+    log.info(
+        "fetched the encoder of %s (fingerprint %s) from %s -> %s: %s %s bytes, sha256 %s...",
+        m.name,
+        m.fingerprint,
+        args.server,
+        out,
+        entry["path"],
+        f"{size:,}",
+        str(entry["sha256"])[:16],
+    )
+    return 0
+
+
+def add_commands(sub: Any) -> None:
+    """Register `send` and `fetch-encoder` on the `latentwire` subparsers."""
+    from .cli import _add_model_args, positive  # here: cli imports this module
+
+    p = sub.add_parser(
+        "send",
+        help="encode samples locally and decode them on a server (edge side)",
+        description="Encode INPUT (.npy, .npz or .csv; samples in your own units) with the "
+        "package's encoder only, send the codes to a latentwire server, and report the bytes "
+        "sent, the round trip and the PSNR of the server's reconstructions.",
+    )
+    _add_model_args(p)
+    p.add_argument("input", metavar="INPUT", help=".npy, .npz or .csv of samples (rows = samples)")
+    p.add_argument("--out", metavar="OUTPUT", help="write the reconstructions: .npy or .csv")
+    p.add_argument("--array", metavar="NAME", help="array name inside an .npz holding several")
+    p.add_argument(
+        "--output-dtype",
+        choices=OUTPUT_DTYPES,
+        default="float32",
+        help="dtype of the reconstructions the server sends (default: float32)",
+    )
+    p.add_argument(
+        "--chunk",
+        type=positive(int),
+        metavar="N",
+        help="samples per codes message (default: as many as fit in 1 MiB of codes)",
+    )
+    p.add_argument(
+        "--stream",
+        action="store_true",
+        help="send every message over one DecodeStream instead of one Decode call each",
+    )
+    _add_connection_args(p, positive)
+    p.set_defaults(func=functools.partial(cmd_send, parser=p))
+
+    p = sub.add_parser(
+        "fetch-encoder",
+        help="fetch a model's encoder from a server into an edge package",
+        description="Fetch NAME's encoder.onnx and manifest.json from a latentwire server, "
+        "check their sha256 and write them to a new folder that `latentwire encode` and "
+        "`latentwire send` load.",
+    )
+    p.add_argument("--name", required=True, help="model name on the server")
+    p.add_argument("--version", default="", help="version directory (default: the latest)")
+    p.add_argument("--out", required=True, metavar="DIR", help="new or empty folder to write")
+    _add_connection_args(p, positive)
+    p.set_defaults(func=functools.partial(cmd_fetch_encoder, parser=p))

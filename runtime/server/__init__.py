@@ -1,0 +1,1 @@
+"""The decoding server (`latentwire serve`)."""

@@ -1,0 +1,202 @@
+"""`latentwire serve`: the decoding server's command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from ..errors import LatentwireError
+from .app import MiB, ServeConfig, Server, pin_to_cpu
+from .batcher import BatchPolicy
+
+log = logging.getLogger("latentwire.server")
+
+DESCRIPTION = """\
+Serve every model package under DIR over gRPC, on one port:
+  latentwire.v1.Codec             Decode, DecodeStream, Encode, GetModel, ListModels, FetchEncoder
+  inference.GRPCInferenceService  KServe V2 (tritonclient): <name>.decoder and <name>.encoder
+  grpc.health.v1.Health           NOT_SERVING until models are loaded and warm, and on shutdown
+  server reflection               grpcurl -plaintext HOST:PORT list
+DIR holds packages as DIR/<name>/<version>/ (or DIR is one package, served as version 1).
+Versions dropped into DIR later load without a restart; codes are routed to the version whose
+fingerprint they carry. SIGTERM/SIGINT drain requests in flight, then exit.
+"""
+
+
+def _nonneg_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def add_command(sub: Any, positive: Any) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="serve model packages over gRPC (Codec + KServe V2, health, metrics)",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--models", required=True, metavar="DIR", type=Path, help="model repository")
+    p.add_argument("--host", default="[::]", help="address to bind (default: all interfaces)")
+    p.add_argument("--port", type=int, default=8001, help="gRPC port, 0 = any free (default: 8001)")
+    p.add_argument(
+        "--metrics-port", type=int, metavar="P", help="serve Prometheus /metrics on this port"
+    )
+    b = p.add_argument_group("batching")
+    b.add_argument(
+        "--max-batch",
+        type=positive(int),
+        default=1024,
+        metavar="N",
+        help="coalesce concurrent requests for one model up to N samples per ONNX Runtime "
+        "call; larger requests run alone (default: 1024)",
+    )
+    b.add_argument(
+        "--max-delay-ms",
+        type=_nonneg_float,
+        default=0.0,
+        metavar="MS",
+        help="longest a request waits for others to join its batch; 0 = greedy: batch whatever "
+        "queued while the previous call ran, never wait (default: 0)",
+    )
+    b.add_argument(
+        "--max-queue",
+        type=positive(int),
+        default=512,
+        metavar="N",
+        help="requests waiting per model before new ones get RESOURCE_EXHAUSTED (default: 512)",
+    )
+    b.add_argument("--no-batching", action="store_true", help="run every request on its own")
+    r = p.add_argument_group("resources")
+    r.add_argument(
+        "--threads",
+        type=positive(int),
+        default=16,
+        metavar="N",
+        help="gRPC handler threads; each open DecodeStream holds one (default: 16)",
+    )
+    r.add_argument(
+        "--providers",
+        choices=["auto", "cpu", "cuda"],
+        default="auto",
+        help="execution provider: auto = CUDA when it loads, else CPU (default: auto)",
+    )
+    r.add_argument(
+        "--ort-threads",
+        type=int,
+        default=1,
+        metavar="N",
+        help="ONNX Runtime intra-op threads per call; concurrency comes from handler threads "
+        "(default: 1)",
+    )
+    r.add_argument("--cpu", type=int, metavar="K", help="pin the server process to CPU K (Linux)")
+    r.add_argument(
+        "--max-receive-mb",
+        type=positive(float),
+        default=64.0,
+        metavar="MB",
+        help="largest request message; bigger ones get RESOURCE_EXHAUSTED (default: 64)",
+    )
+    r.add_argument(
+        "--max-send-mb",
+        type=positive(float),
+        default=256.0,
+        metavar="MB",
+        help="largest response message (default: 256)",
+    )
+    r.add_argument(
+        "--poll-seconds",
+        type=_nonneg_float,
+        default=2.0,
+        metavar="S",
+        help="rescan DIR for new or removed versions every S seconds; 0 = never (default: 2)",
+    )
+    r.add_argument(
+        "--grace-seconds",
+        type=_nonneg_float,
+        default=10.0,
+        metavar="S",
+        help="on SIGTERM, how long requests in flight may take to finish (default: 10)",
+    )
+    s = p.add_argument_group("security")
+    s.add_argument("--tls-cert", type=Path, metavar="PEM", help="server certificate (enables TLS)")
+    s.add_argument("--tls-key", type=Path, metavar="PEM", help="server private key")
+    s.add_argument(
+        "--tls-client-ca",
+        type=Path,
+        metavar="PEM",
+        help="require client certificates signed by this CA (mutual TLS)",
+    )
+    s.add_argument(
+        "--token-file",
+        type=Path,
+        metavar="FILE",
+        help="require 'authorization: Bearer <token>' with the token in FILE (or set "
+        "LATENTWIRE_TOKEN); health checks stay open",
+    )
+    p.set_defaults(func=cmd_serve)
+
+
+def config_from_args(args: argparse.Namespace) -> ServeConfig:
+    token = os.environ.get("LATENTWIRE_TOKEN") or None
+    if args.token_file is not None:
+        token = args.token_file.read_text().strip()
+        if not token:
+            raise LatentwireError(f"--token-file {args.token_file} is empty")
+    return ServeConfig(
+        models=args.models,
+        host=args.host,
+        port=args.port,
+        metrics_port=args.metrics_port,
+        threads=args.threads,
+        policy=BatchPolicy(
+            enabled=not args.no_batching,
+            max_batch=args.max_batch,
+            max_delay=args.max_delay_ms / 1000.0,
+            max_queue=args.max_queue,
+        ),
+        providers=args.providers,
+        ort_threads=args.ort_threads,
+        poll_seconds=args.poll_seconds,
+        max_receive_bytes=int(args.max_receive_mb * MiB),
+        max_send_bytes=int(args.max_send_mb * MiB),
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_client_ca=args.tls_client_ca,
+        token=token,
+    )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    if args.tls_client_ca and not args.tls_cert:
+        raise LatentwireError(
+            "--tls-client-ca needs --tls-cert and --tls-key (mutual TLS runs over TLS)"
+        )
+    if args.cpu is not None:
+        pin_to_cpu(args.cpu)  # before any thread exists, so all of them inherit it
+    server = Server(config_from_args(args))
+    stopping = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if not stopping.is_set():
+            stopping.set()
+            log.info("%s: draining requests in flight", signal.Signals(signum).name)
+            threading.Thread(target=server.stop, args=(args.grace_seconds,), daemon=True).start()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    server.start()
+    if server.metrics_port is not None:
+        log.info("metrics on http://%s:%d/metrics", args.host, server.metrics_port)
+    server.wait()
+    return 0

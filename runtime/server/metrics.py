@@ -1,0 +1,95 @@
+"""Prometheus metrics of the decoding server (served on --metrics-port at /metrics).
+
+    latentwire_requests_total{method, code}                 finished RPCs by status code
+    latentwire_request_seconds{method}                      RPC latency (histogram)
+    latentwire_queue_seconds{model, version, role}          wait in the batching queue
+    latentwire_batch_samples{model, version, role}          samples per ONNX Runtime call
+    latentwire_batch_requests{model, version, role}         requests coalesced per call
+    latentwire_bytes_received_total{method} / _sent_total   message payload bytes
+    latentwire_models_loaded                                loaded model versions
+
+Each metrics object owns its own CollectorRegistry, so several servers can live in one
+process (the tests do this) without clashing in prometheus_client's global registry.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.exposition import generate_latest
+
+from .batcher import Observer
+
+_LATENCY = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+_BATCH = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+
+
+class _GraphObserver(Observer):
+    def __init__(self, metrics: Metrics, labels: tuple[str, str, str]) -> None:
+        self._queue = metrics.queue_seconds.labels(*labels)
+        self._samples = metrics.batch_samples.labels(*labels)
+        self._requests = metrics.batch_requests.labels(*labels)
+
+    def batch(self, samples: int, requests: int) -> None:
+        self._samples.observe(samples)
+        self._requests.observe(requests)
+
+    def queued(self, seconds: float) -> None:
+        self._queue.observe(seconds)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "latentwire_requests",
+            "Finished RPCs by method and gRPC status code",
+            ["method", "code"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "latentwire_request_seconds",
+            "RPC latency in seconds, from handler start to reply",
+            ["method"],
+            buckets=_LATENCY,
+            registry=r,
+        )
+        self.queue_seconds = Histogram(
+            "latentwire_queue_seconds",
+            "Seconds a request waited for its batch to start",
+            ["model", "version", "role"],
+            buckets=_LATENCY,
+            registry=r,
+        )
+        self.batch_samples = Histogram(
+            "latentwire_batch_samples",
+            "Samples per ONNX Runtime call",
+            ["model", "version", "role"],
+            buckets=_BATCH,
+            registry=r,
+        )
+        self.batch_requests = Histogram(
+            "latentwire_batch_requests",
+            "Requests coalesced into one ONNX Runtime call",
+            ["model", "version", "role"],
+            buckets=_BATCH,
+            registry=r,
+        )
+        self.bytes_received = Counter(
+            "latentwire_bytes_received", "Request message bytes", ["method"], registry=r
+        )
+        self.bytes_sent = Counter(
+            "latentwire_bytes_sent", "Response message bytes", ["method"], registry=r
+        )
+        self.models_loaded = Gauge("latentwire_models_loaded", "Model versions loaded", registry=r)
+
+    def observer(self, name: str, version: str, role: str) -> Observer:
+        return _GraphObserver(self, (name, version, role))
+
+    def exposition(self) -> bytes:
+        """The current metrics in Prometheus' text format."""
+        return generate_latest(self.registry)
+
+    def serve(self, port: int, address: str = "0.0.0.0") -> int:
+        """Serve /metrics over HTTP in a daemon thread; returns the bound port."""
+        server, _thread = start_http_server(port, addr=address, registry=self.registry)
+        return int(server.server_port)

@@ -1,0 +1,258 @@
+"""The model repository a server serves: DIR/<name>/<version>/ packages, loaded side by side.
+
+Every loaded version keeps its own ONNX Runtime sessions and batchers. Codes are routed by
+the fingerprint they carry, so codes made by an old encoder keep decoding with the old
+version after a new one is dropped in. `scan()` picks up new version directories and drops
+removed ones; `watch()` runs it in the background. Lookups read one immutable snapshot,
+replaced whole on every change, so requests in flight never see a half-updated registry
+and keep the version they started with.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .. import _ort
+from ..errors import FingerprintMismatch, LatentwireError, ModelNotFound
+from ..manifest import MANIFEST_FILE
+from ..model import Model
+from .batcher import Batcher, BatchPolicy, Observer
+
+log = logging.getLogger("latentwire.server")
+
+ObserverFactory = Callable[[str, str, str], Observer]
+"""(model name, version, role) -> metrics observer for that graph's batcher."""
+
+
+def _version_key(version: str) -> tuple[int, int, str]:
+    """Numeric versions sort numerically and after non-numeric ones."""
+    return (1, int(version), "") if version.isdigit() else (0, 0, version)
+
+
+@dataclass
+class Version:
+    """One loaded model package."""
+
+    name: str
+    version: str
+    path: Path
+    model: Model
+    manifest_json: str
+    encoder_onnx: bytes
+    encoder_sha256: str
+    decoder: Batcher
+    encoder: Batcher
+
+    @property
+    def fingerprint(self) -> str:
+        return self.model.fingerprint
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    versions: dict[tuple[str, str], Version] = field(default_factory=dict)
+    by_fingerprint: dict[str, Version] = field(default_factory=dict)
+    latest: dict[str, Version] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, versions: dict[tuple[str, str], Version]) -> _Snapshot:
+        ordered = sorted(versions.values(), key=lambda v: (v.name, _version_key(v.version)))
+        by_fp = {v.fingerprint: v for v in ordered}  # a duplicate fingerprint: newest wins
+        latest = {v.name: v for v in ordered}
+        return cls(dict(versions), by_fp, latest)
+
+
+class Registry:
+    """Loads and serves the packages under `root`."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        policy: BatchPolicy,
+        providers: _ort.Providers = "auto",
+        ort_threads: int = 1,
+        observer: ObserverFactory | None = None,
+        warmup: bool = True,
+    ) -> None:
+        self.root = Path(root)
+        self.policy = policy
+        self.providers: _ort.Providers = providers
+        self.ort_threads = ort_threads
+        self._observer = observer or (lambda name, version, role: Observer())
+        self._warmup = warmup
+        self._snap = _Snapshot()
+        self._failed: dict[Path, float] = {}  # path -> manifest mtime when loading failed
+        self._scan_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if not self.root.is_dir():
+            raise ModelNotFound(f"--models {self.root} is not a directory")
+
+    # -- lookups (lock-free: one snapshot read) ----------------------------------------
+    def versions(self) -> list[Version]:
+        snap = self._snap
+        return sorted(snap.versions.values(), key=lambda v: (v.name, _version_key(v.version)))
+
+    def is_latest(self, v: Version) -> bool:
+        return self._snap.latest.get(v.name) is v
+
+    def names(self) -> list[str]:
+        return sorted(self._snap.latest)
+
+    def resolve(self, name: str, version: str = "") -> Version:
+        """The named model's version, or its latest when `version` is empty."""
+        snap = self._snap
+        found = snap.versions.get((name, version)) if version else snap.latest.get(name)
+        if found is None:
+            raise ModelNotFound(self._not_found(snap, name, version))
+        return found
+
+    def route(self, model_name: str, fingerprint: str) -> Version:
+        """The version whose encoder made these codes."""
+        snap = self._snap
+        found = snap.by_fingerprint.get(fingerprint)
+        if found is not None:
+            return found
+        same_name = [v for v in snap.versions.values() if v.name == model_name]
+        if same_name:
+            loaded = ", ".join(
+                f"{v.version} ({v.fingerprint})"
+                for v in sorted(same_name, key=lambda v: _version_key(v.version))
+            )
+            raise FingerprintMismatch(
+                f"codes carry fingerprint {fingerprint or '(none)'}, which matches no loaded "
+                f"version of model {model_name!r} (loaded: {loaded}); they were made by "
+                "another encoder"
+            )
+        raise ModelNotFound(
+            f"no loaded model made codes with fingerprint {fingerprint or '(none)'}"
+            + (f" and name {model_name!r}" if model_name else "")
+            + f"; loaded models: {', '.join(self.names()) or 'none'}"
+        )
+
+    def _not_found(self, snap: _Snapshot, name: str, version: str) -> str:
+        if version and name in snap.latest:
+            have = sorted((v for (n, v) in snap.versions if n == name), key=_version_key)
+            return f"model {name!r} has no version {version!r} (loaded: {', '.join(have)})"
+        return (
+            f"no model named {name!r} is loaded; loaded models: {', '.join(self.names()) or 'none'}"
+        )
+
+    # -- loading -------------------------------------------------------------------------
+    def _candidates(self) -> list[tuple[str, str, Path]]:
+        """(name, version, path) of every package directory under root."""
+        if (self.root / MANIFEST_FILE).is_file():  # --models pointing at one package
+            return [(self.root.name, "1", self.root)]
+        found = []
+        for model_dir in sorted(p for p in self.root.iterdir() if p.is_dir()):
+            if model_dir.name.startswith("."):
+                continue
+            for ver_dir in sorted(p for p in model_dir.iterdir() if p.is_dir()):
+                if not ver_dir.name.startswith(".") and (ver_dir / MANIFEST_FILE).is_file():
+                    found.append((model_dir.name, ver_dir.name, ver_dir))
+        return found
+
+    def _load(self, name: str, version: str, path: Path) -> Version:
+        model = Model(path, providers=self.providers, threads=self.ort_threads)
+        if model.name != name:
+            log.info(
+                "%s/%s: package calls itself %r; served as %r", name, version, model.name, name
+            )
+        encoder_onnx = (path / model.manifest.files["encoder"]["path"]).read_bytes()
+        digest = hashlib.sha256(encoder_onnx).hexdigest()
+        if digest != model.manifest.files["encoder"]["sha256"]:  # changed since Model() read it
+            raise LatentwireError(f"{path}: encoder.onnx changed while loading")
+        pol = self.policy
+        obs = self._observer
+        v = Version(
+            name=name,
+            version=version,
+            path=path,
+            model=model,
+            manifest_json=(path / MANIFEST_FILE).read_text(),
+            encoder_onnx=encoder_onnx,
+            encoder_sha256=digest,
+            decoder=Batcher(
+                model.run_decoder,
+                pol,
+                obs(name, version, "decoder"),
+                label=f"{name}/{version} decoder",
+            ),
+            encoder=Batcher(
+                model.run_encoder,
+                pol,
+                obs(name, version, "encoder"),
+                label=f"{name}/{version} encoder",
+            ),
+        )
+        if self._warmup:
+            _warm_up(v, pol.max_batch)
+        return v
+
+    def scan(self) -> list[str]:
+        """Load new version directories and drop removed ones; returns what changed."""
+        with self._scan_lock:
+            snap = self._snap
+            changes: list[str] = []
+            current = dict(snap.versions)
+            seen = set()
+            for name, version, path in self._candidates():
+                seen.add((name, version))
+                if (name, version) in current:
+                    continue
+                mtime = (path / MANIFEST_FILE).stat().st_mtime
+                if self._failed.get(path) == mtime:
+                    continue  # failed before and unchanged since: don't retry every poll
+                try:
+                    v = self._load(name, version, path)
+                except (LatentwireError, OSError) as exc:
+                    self._failed[path] = mtime
+                    log.warning("cannot load %s/%s: %s", name, version, exc)
+                    continue
+                self._failed.pop(path, None)
+                current[(name, version)] = v
+                changes.append(f"loaded {name}/{version} (fingerprint {v.fingerprint})")
+            for key in [k for k in current if k not in seen]:
+                changes.append(f"unloaded {key[0]}/{key[1]} (its directory is gone)")
+                del current[key]
+            if changes:
+                self._snap = _Snapshot.of(current)
+                for line in changes:
+                    log.info("%s", line)
+            return changes
+
+    def watch(self, interval: float) -> None:
+        """Rescan every `interval` seconds in a daemon thread until `stop()`."""
+
+        def loop() -> None:
+            while not self._stop.wait(interval):
+                try:
+                    self.scan()
+                except Exception:  # a scan must never kill the watcher
+                    log.exception("model repository scan failed")
+
+        self._thread = threading.Thread(target=loop, name="latentwire-watch", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+
+def _warm_up(v: Version, max_batch: int) -> None:
+    """Run both graphs once at batch 1 and once at a full batch, so the first real
+    requests do not pay for ONNX Runtime's lazy allocations."""
+    m = v.model.manifest
+    for spec, run in ((m.latent, v.model.run_decoder), (m.input, v.model.run_encoder)):
+        shape = tuple(d if d is not None else 4 * spec.multiple_of for d in spec.shape)
+        for n in (1, min(max_batch, 256)):
+            run(np.zeros((n, *shape), dtype=np.float32))
