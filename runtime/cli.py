@@ -2,6 +2,8 @@
 
     latentwire train | export | demo      need the training extra (torch, onnx)
     latentwire encode | decode | info     edge-safe: numpy + onnxruntime only
+    latentwire send | fetch-encoder       edge-safe gRPC client of a decoding server
+    latentwire serve                      the decoding server (gRPC: Codec + KServe V2)
 
 Every command is `main(argv)`-callable so tests run it in-process. Expected problems (bad
 files, bad flags, mismatched codes) print one line `latentwire: error: ...` and exit 1;
@@ -28,6 +30,7 @@ from .codes import read_codes_file, write_codes_file
 from .errors import LatentwireError
 from .manifest import ROLES, Manifest, compute_fingerprint
 from .model import Model, read_verified
+from . import client_cli
 from .server import cli as server_cli
 
 log = logging.getLogger("latentwire")
@@ -187,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("train", "export", "demo"):
         training.add_command(sub, name)
     server_cli.add_command(sub, positive)
+    client_cli.add_commands(sub)
 
     p = sub.add_parser(
         "encode",

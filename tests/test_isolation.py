@@ -20,6 +20,8 @@ def test_runtime_never_imports_torch_or_onnx(digits_pkg: Path, tmp_path: Path) -
         import numpy as np
         import latentwire.runtime as rt
         from latentwire.runtime import cli  # the CLI module too
+        from latentwire.runtime import client  # the gRPC client SDK
+        from latentwire.runtime.server import app  # and the server
         m = rt.load({str(digits_pkg)!r}, providers="cpu")
         x_hat = m.decode_codes(list(m.encode_codes(np.random.rand(5, 64))))
         assert x_hat.shape == (5, 64)

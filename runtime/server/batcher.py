@@ -57,14 +57,14 @@ class Observer:
 
 
 class _Item:
-    __slots__ = ("deadline", "done", "error", "event", "lead", "n", "result", "t0", "x")
+    __slots__ = ("deadline", "done", "error", "gate", "lead", "n", "result", "t0", "x")
 
     def __init__(self, x: np.ndarray, deadline: float | None) -> None:
         self.x = x
         self.n = len(x)
         self.deadline = deadline
         self.t0 = time.monotonic()
-        self.event = threading.Event()
+        self.gate: threading.Lock | None = None  # followers sleep on it (cheaper than Event)
         self.lead = False
         self.done = False
         self.result: np.ndarray | None = None
@@ -114,6 +114,8 @@ class Batcher:
             self._pending.append(item)
             self._pending_samples += item.n
             if self._busy:
+                item.gate = threading.Lock()
+                item.gate.acquire()
                 if self._leader_waiting and self._pending_samples >= pol.max_batch:
                     self._fill.notify()
             else:
@@ -133,6 +135,13 @@ class Batcher:
             raise DeadlineExceeded("the deadline passed before the request could run")
 
     @staticmethod
+    def _wake(item: _Item) -> None:
+        """Release a sleeping follower (once; the leader itself has no gate)."""
+        gate, item.gate = item.gate, None
+        if gate is not None:
+            gate.release()
+
+    @staticmethod
     def _outcome(item: _Item) -> np.ndarray:
         if item.error is not None:
             raise item.error
@@ -141,8 +150,10 @@ class Batcher:
 
     def _follow(self, item: _Item) -> None:
         """Sleep until a leader finishes this item or hands over leadership."""
-        timeout = None if item.deadline is None else max(0.0, item.deadline - time.monotonic())
-        if item.event.wait(timeout):
+        gate = item.gate
+        assert gate is not None
+        timeout = -1.0 if item.deadline is None else max(0.0, item.deadline - time.monotonic())
+        if gate.acquire(timeout=timeout):
             return
         with self._lock:
             if not item.done and not item.lead and item in self._pending:
@@ -152,8 +163,9 @@ class Batcher:
                 item.error = DeadlineExceeded(
                     "the deadline passed while the request waited in the batching queue"
                 )
+                item.gate = None
                 return
-        item.event.wait()  # already taken into a batch (or made leader): finish normally
+        gate.acquire()  # already taken into a batch (or made leader): finish normally
 
     def _take(self, me: _Item) -> list[_Item]:
         """Under the lock: the next batch, oldest first, starting with `me`."""
@@ -181,7 +193,7 @@ class Batcher:
                 nxt.error = DeadlineExceeded(
                     "the deadline passed while the request waited in the batching queue"
                 )
-                nxt.event.set()
+                self._wake(nxt)
                 continue
             batch.append(nxt)
             total += nxt.n
@@ -197,7 +209,7 @@ class Batcher:
                 if self._pending:
                     nxt = self._pending[0]
                     nxt.lead = True
-                    nxt.event.set()
+                    self._wake(nxt)
                 else:
                     self._busy = False
 
@@ -221,11 +233,9 @@ class Batcher:
             for it in batch:
                 it.error = exc
                 it.done = True
-                if not it.lead:
-                    it.event.set()
+                self._wake(it)
             return
         for it, out in zip(batch, outs, strict=True):
             it.result = out
             it.done = True
-            if not it.lead:
-                it.event.set()
+            self._wake(it)
