@@ -34,6 +34,7 @@ import secrets
 import shutil
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -236,8 +237,10 @@ def _details(exc: grpc.RpcError) -> str:
     return str(details or exc)
 
 
-def _error(exc: grpc.RpcError) -> LatentwireError:
-    """The package's exception for a gRPC error (class named by the server when it did)."""
+def _error(exc: grpc.RpcError, target: str) -> LatentwireError:
+    """The package's exception for a gRPC error (class named by the server when it did).
+    Errors the server did not name (transport errors, another server) say where they
+    came from."""
     kind: str | None = None
     trailing = (
         exc.trailing_metadata() if callable(getattr(exc, "trailing_metadata", None)) else None
@@ -245,7 +248,8 @@ def _error(exc: grpc.RpcError) -> LatentwireError:
     for key, value in trailing or ():
         if key == ERROR_KEY:
             kind = value.decode() if isinstance(value, bytes) else str(value)
-    return error_from_status(_code_name(exc), _details(exc), kind)
+    details = _details(exc) if kind else f"server {target}: {_details(exc)}"
+    return error_from_status(_code_name(exc), details, kind)
 
 
 def _check_output_dtype(output_dtype: str) -> str:
@@ -282,13 +286,21 @@ def _decode_result(
 
 
 def _stream_result(resp: codec_pb2.DecodeResponse) -> StreamResult:
+    err: LatentwireError | None = None
     if resp.HasField("error"):
-        err = error_from_status(resp.error.code or "UNKNOWN", resp.error.message)
-        return StreamResult(id=resp.id, x=None, error=err)
-    try:
-        x = _reconstruction(resp, None)
-    except CodesError as exc:  # a malformed answer spoils this item, not the stream
-        return StreamResult(id=resp.id, x=None, error=exc)
+        # the server names the error class, as in a failed call's trailing metadata
+        err = error_from_status(
+            resp.error.code or "UNKNOWN", resp.error.message, resp.error.kind or None
+        )
+    else:
+        try:
+            x = _reconstruction(resp, None)
+        except CodesError as exc:  # a malformed answer spoils this item, not the stream
+            err = exc
+    if err is not None:
+        return StreamResult(
+            id=resp.id, x=None, error=err, model_name=resp.model_name, fingerprint=resp.fingerprint
+        )
     return StreamResult(
         id=resp.id,
         x=x,
@@ -299,6 +311,10 @@ def _stream_result(resp: codec_pb2.DecodeResponse) -> StreamResult:
     )
 
 
+def _decode_request(i: int, msg: codec_pb2.Codes, dtype: str) -> codec_pb2.DecodeRequest:
+    return codec_pb2.DecodeRequest(id=str(i), codes=msg, output_dtype=dtype)
+
+
 def _encode_request(name: str, x: np.ndarray, version: str) -> codec_pb2.EncodeRequest:
     return codec_pb2.EncodeRequest(
         model_name=name, model_version=version, inputs=array_to_tensor(np.asarray(x))
@@ -307,6 +323,13 @@ def _encode_request(name: str, x: np.ndarray, version: str) -> codec_pb2.EncodeR
 
 def _health_status(resp: Any) -> str:
     return str(health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status))
+
+
+def _health_error(exc: LatentwireError) -> str:
+    """A health check of a service the server does not know is an answer, not an error."""
+    if exc.status == "NOT_FOUND":
+        return "SERVICE_UNKNOWN"
+    raise exc
 
 
 def _safe_file_name(name: object, default: str) -> str:
@@ -375,8 +398,12 @@ def _write_encoder_package(resp: codec_pb2.FetchEncoderResponse, out_dir: str | 
 
 
 class _Requests:
-    """DecodeStream requests with ids "0", "1", ...; those sent before the server's first
-    answer are kept so that a stream failing with UNAVAILABLE by then can be replayed."""
+    """DecodeStream requests with ids "0", "1", ... built from the caller's messages.
+
+    Requests sent before the server's first answer are kept, so that a stream failing with
+    UNAVAILABLE by then can be replayed whole on a new one (`restart`). An exception from
+    the caller's iterable ends the requests and is kept in `failure`, to be raised once the
+    server has answered what was sent (gRPC would only report a cancelled call)."""
 
     def __init__(
         self,
@@ -387,78 +414,107 @@ class _Requests:
         self._iter: Iterator[codec_pb2.Codes] | None = None
         self._aiter: AsyncIterator[codec_pb2.Codes] | None = None
         self._dtype = _check_output_dtype(output_dtype)
-        self._kept: list[codec_pb2.DecodeRequest | None] = []
+        self._kept: list[codec_pb2.DecodeRequest] = []
+        self._replay: deque[codec_pb2.DecodeRequest] = deque()
         self._keeping = True
         self._epoch = 0
         self._next_id = 0
-        self._lock = threading.Lock()  # grpc's sync stream pulls requests on its own thread
-        self._alock: asyncio.Lock | None = None
+        self.failure: Exception | None = None
+        self._lock = threading.Lock()  # state; grpc's sync stream pulls on its own thread
+        self._pull_lock = threading.Lock()
+        self._apull_lock: asyncio.Lock | None = None
 
     def answered(self) -> None:
-        """The server answered: no replay from now on, kept requests can go."""
-        self._keeping = False
+        """The server answered: no replay from now on; kept requests can go."""
+        if self._keeping:
+            with self._lock:
+                self._keeping = False
+                self._kept.clear()
 
     def restart(self) -> bool:
-        """Abandon the current attempt; True when a new one can replay what it sent."""
+        """Abandon the current attempt; True when a new one can replay what was sent."""
         with self._lock:
             self._epoch += 1
-            return self._keeping
+            if not self._keeping or self.failure is not None:
+                return False
+            self._replay = deque(self._kept)
+            return True
 
-    def _request(self, msg: codec_pb2.Codes) -> codec_pb2.DecodeRequest:
-        req = codec_pb2.DecodeRequest(id=str(self._next_id), codes=msg, output_dtype=self._dtype)
-        self._next_id += 1
-        if self._keeping:
-            self._kept.append(req)
-        return req
+    def _take(self, epoch: int) -> tuple[bool, codec_pb2.DecodeRequest | None]:
+        """(stop, request to replay or None to pull a new one) for attempt `epoch`."""
+        with self._lock:
+            if epoch != self._epoch or self.failure is not None:
+                return True, None
+            return False, self._replay.popleft() if self._replay else None
 
-    def _replayed(self, epoch: int, pos: int) -> tuple[bool, codec_pb2.DecodeRequest | None]:
-        """(stop, kept request at pos or None to pull a new one) for an attempt."""
-        if epoch != self._epoch:
-            return True, None
-        if pos < len(self._kept):
-            req = self._kept[pos]
-            if not self._keeping:
-                self._kept[pos] = None  # answered: replaying it is the last use
-            return False, req
-        return False, None
+    def _pulled(self, epoch: int, msg: codec_pb2.Codes) -> codec_pb2.DecodeRequest | None:
+        """The request for a message just pulled; None when attempt `epoch` was abandoned
+        meanwhile (the next attempt sends it)."""
+        with self._lock:
+            req = _decode_request(self._next_id, msg, self._dtype)
+            self._next_id += 1
+            if self._keeping:
+                self._kept.append(req)
+            if epoch == self._epoch:
+                return req
+            if self._keeping:
+                self._replay.append(req)
+            return None
 
-    def __iter__(self) -> Iterator[codec_pb2.DecodeRequest]:
+    def check_sync(self) -> None:
         if isinstance(self._source, AsyncIterable):
             raise TypeError("an async iterable of Codes needs AsyncClient.decode_stream")
-        epoch, pos = self._epoch, 0
+
+    # The state lock is never held while the caller's iterable runs (it may wait for data:
+    # answers must not wait for it); pulls are serialised by a lock of their own, since an
+    # abandoned attempt's sender may still be pulling.
+    def __iter__(self) -> Iterator[codec_pb2.DecodeRequest]:
+        epoch = self._epoch
         while True:
-            with self._lock:
-                stop, req = self._replayed(epoch, pos)
-                if stop:
-                    return
-                if req is None:
-                    if self._iter is None:
-                        self._iter = iter(self._source)
-                    msg = next(self._iter, None)
-                    if msg is None:
-                        return
-                    req = self._request(msg)
-                pos += 1
+            stop, req = self._take(epoch)
+            if req is None and not stop:
+                with self._pull_lock:
+                    stop, req = self._take(epoch)  # refilled while this one waited
+                    if req is None and not stop:
+                        try:
+                            if self._iter is None:
+                                self._iter = iter(self._source)  # type: ignore[arg-type]
+                            msg = next(self._iter, None)
+                        except Exception as exc:
+                            self.failure = exc
+                            return
+                        if msg is None:
+                            return
+                        req = self._pulled(epoch, msg)
+                        stop = req is None
+            if stop or req is None:
+                return
             yield req
 
     async def __aiter__(self) -> AsyncIterator[codec_pb2.DecodeRequest]:
-        if self._alock is None:
-            self._alock = asyncio.Lock()
-        epoch, pos = self._epoch, 0
+        if self._apull_lock is None:
+            self._apull_lock = asyncio.Lock()
+        epoch = self._epoch
         while True:
-            async with self._alock:  # an abandoned attempt's task may still be pulling
-                stop, req = self._replayed(epoch, pos)
-                if stop:
-                    return
-                if req is None:
-                    msg = await self._pull()
-                    if msg is None:
-                        return
-                    req = self._request(msg)
-                pos += 1
+            stop, req = self._take(epoch)
+            if req is None and not stop:
+                async with self._apull_lock:
+                    stop, req = self._take(epoch)
+                    if req is None and not stop:
+                        try:
+                            msg = await self._apull()
+                        except Exception as exc:
+                            self.failure = exc
+                            return
+                        if msg is None:
+                            return
+                        req = self._pulled(epoch, msg)
+                        stop = req is None
+            if stop or req is None:
+                return
             yield req
 
-    async def _pull(self) -> codec_pb2.Codes | None:
+    async def _apull(self) -> codec_pb2.Codes | None:
         if isinstance(self._source, AsyncIterable):
             if self._aiter is None:
                 self._aiter = aiter(self._source)
@@ -472,7 +528,10 @@ class _Requests:
 
 
 class _Base:
-    """Constructor arguments shared by Client and AsyncClient."""
+    """Constructor, channel and stubs shared by Client and AsyncClient."""
+
+    _grpc: Any = grpc
+    """The module that makes channels: grpc, or grpc.aio for AsyncClient."""
 
     def __init__(
         self,
@@ -489,7 +548,13 @@ class _Base:
         max_message_bytes: int = 256 << 20,
         server_name_override: str | None = None,
     ) -> None:
-        self._settings = _Settings(
+        """Connect to `target` ("host:port"). TLS when `tls` or any certificate is given
+        (system roots unless `root_certificates`; mutual TLS with `certificate_chain` and
+        `private_key`). `token` goes as `authorization: Bearer <token>`. `timeout` is the
+        default deadline of a call (None: none), `retries` how often a call answered
+        UNAVAILABLE is tried again, after `backoff`, 2 x `backoff`, ... seconds (+-50%)."""
+        self.target = target
+        self._settings = s = _Settings(
             target,
             tls,
             root_certificates,
@@ -502,7 +567,12 @@ class _Base:
             max_message_bytes,
             server_name_override,
         )
-        self.target = target
+        if s.credentials is None:
+            self._channel: Any = self._grpc.insecure_channel(target, options=s.options)
+        else:
+            self._channel = self._grpc.secure_channel(target, s.credentials, options=s.options)
+        self._stub: Any = codec_pb2_grpc.CodecStub(self._channel)  # type: ignore[no-untyped-call]
+        self._health: Any = health_pb2_grpc.HealthStub(self._channel)
 
     def __repr__(self) -> str:
         secure = "tls" if self._settings.credentials is not None else "insecure"
@@ -520,42 +590,6 @@ async def _asleep(seconds: float) -> None:
 # -- the synchronous client --------------------------------------------------------------
 class Client(_Base):
     """A blocking client of a latentwire server. Use as a context manager or close()."""
-
-    def __init__(
-        self,
-        target: str,
-        *,
-        tls: bool = False,
-        root_certificates: bytes | None = None,
-        certificate_chain: bytes | None = None,
-        private_key: bytes | None = None,
-        token: str | None = None,
-        timeout: float | None = 30.0,
-        retries: int = 3,
-        backoff: float = 0.1,
-        max_message_bytes: int = 256 << 20,
-        server_name_override: str | None = None,
-    ) -> None:
-        super().__init__(
-            target,
-            tls=tls,
-            root_certificates=root_certificates,
-            certificate_chain=certificate_chain,
-            private_key=private_key,
-            token=token,
-            timeout=timeout,
-            retries=retries,
-            backoff=backoff,
-            max_message_bytes=max_message_bytes,
-            server_name_override=server_name_override,
-        )
-        s = self._settings
-        if s.credentials is None:
-            self._channel: Any = grpc.insecure_channel(target, options=s.options)
-        else:
-            self._channel = grpc.secure_channel(target, s.credentials, options=s.options)
-        self._stub: Any = codec_pb2_grpc.CodecStub(self._channel)  # type: ignore[no-untyped-call]
-        self._health: Any = health_pb2_grpc.HealthStub(self._channel)
 
     def close(self) -> None:
         self._channel.close()
@@ -581,7 +615,7 @@ class Client(_Base):
             except grpc.RpcError as exc:
                 delay = attempts.next_delay(exc)
                 if delay is None:
-                    raise _error(exc) from None
+                    raise _error(exc, self.target) from None
             _sleep(delay)
 
     def decode(
@@ -596,11 +630,7 @@ class Client(_Base):
         _check_output_dtype(output_dtype)
         messages = _as_messages(codes)
         responses = [
-            self._call(
-                self._stub.Decode,
-                codec_pb2.DecodeRequest(id=str(i), codes=msg, output_dtype=output_dtype),
-                timeout,
-            )
+            self._call(self._stub.Decode, _decode_request(i, msg, output_dtype), timeout)
             for i, msg in enumerate(messages)
         ]
         return _decode_result(responses, messages)
@@ -614,9 +644,11 @@ class Client(_Base):
     ) -> Iterator[StreamResult]:
         """Decode messages over one DecodeStream, yielding each answer as it comes (ids
         "0", "1", ... in the order given). A request the server refuses yields a result with
-        `error` set and the stream goes on; a failure of the whole stream raises.
+        `error` set and the stream goes on; a failure of the whole stream raises, and so
+        does an exception from `messages` (after the answers to what was sent).
         `timeout` (default: the client's) is the deadline of the whole stream."""
         requests = _Requests(messages, output_dtype)
+        requests.check_sync()
         attempts = self._settings.attempts(timeout)
         while True:
             call = self._stub.DecodeStream(
@@ -626,14 +658,18 @@ class Client(_Base):
                 for resp in call:
                     requests.answered()
                     yield _stream_result(resp)
-                return
+                break
             except grpc.RpcError as exc:
                 delay = attempts.next_delay(exc) if requests.restart() else None
                 if delay is None:
-                    raise _error(exc) from None
+                    if requests.failure is not None:
+                        raise requests.failure from None
+                    raise _error(exc, self.target) from None
             finally:
                 call.cancel()  # no-op when it finished; stops it when the caller stopped early
             _sleep(delay)
+        if requests.failure is not None:
+            raise requests.failure
 
     def encode(
         self, name: str, x: np.ndarray, *, version: str = "", timeout: float | None = None
@@ -685,9 +721,7 @@ class Client(_Base):
         try:
             resp = self._call(self._health.Check, req, timeout)
         except LatentwireError as exc:
-            if exc.status == "NOT_FOUND":
-                return "SERVICE_UNKNOWN"
-            raise
+            return _health_error(exc)
         return _health_status(resp)
 
 
@@ -696,41 +730,7 @@ class AsyncClient(_Base):
     """The asyncio twin of `Client` (grpc.aio). Create it inside the running event loop;
     use `async with` or `await close()`."""
 
-    def __init__(
-        self,
-        target: str,
-        *,
-        tls: bool = False,
-        root_certificates: bytes | None = None,
-        certificate_chain: bytes | None = None,
-        private_key: bytes | None = None,
-        token: str | None = None,
-        timeout: float | None = 30.0,
-        retries: int = 3,
-        backoff: float = 0.1,
-        max_message_bytes: int = 256 << 20,
-        server_name_override: str | None = None,
-    ) -> None:
-        super().__init__(
-            target,
-            tls=tls,
-            root_certificates=root_certificates,
-            certificate_chain=certificate_chain,
-            private_key=private_key,
-            token=token,
-            timeout=timeout,
-            retries=retries,
-            backoff=backoff,
-            max_message_bytes=max_message_bytes,
-            server_name_override=server_name_override,
-        )
-        s = self._settings
-        if s.credentials is None:
-            self._channel: Any = grpc.aio.insecure_channel(target, options=s.options)
-        else:
-            self._channel = grpc.aio.secure_channel(target, s.credentials, options=s.options)
-        self._stub: Any = codec_pb2_grpc.CodecStub(self._channel)  # type: ignore[no-untyped-call]
-        self._health: Any = health_pb2_grpc.HealthStub(self._channel)
+    _grpc = grpc.aio
 
     async def close(self) -> None:
         await self._channel.close()
@@ -756,7 +756,7 @@ class AsyncClient(_Base):
             except grpc.RpcError as exc:
                 delay = attempts.next_delay(exc)
                 if delay is None:
-                    raise _error(exc) from None
+                    raise _error(exc, self.target) from None
             await _asleep(delay)
 
     async def decode(
@@ -770,11 +770,7 @@ class AsyncClient(_Base):
         _check_output_dtype(output_dtype)
         messages = _as_messages(codes)
         responses = [
-            await self._call(
-                self._stub.Decode,
-                codec_pb2.DecodeRequest(id=str(i), codes=msg, output_dtype=output_dtype),
-                timeout,
-            )
+            await self._call(self._stub.Decode, _decode_request(i, msg, output_dtype), timeout)
             for i, msg in enumerate(messages)
         ]
         return _decode_result(responses, messages)
@@ -798,14 +794,18 @@ class AsyncClient(_Base):
                 async for resp in call:
                     requests.answered()
                     yield _stream_result(resp)
-                return
+                break
             except grpc.RpcError as exc:
                 delay = attempts.next_delay(exc) if requests.restart() else None
                 if delay is None:
-                    raise _error(exc) from None
+                    if requests.failure is not None:
+                        raise requests.failure from None
+                    raise _error(exc, self.target) from None
             finally:
                 call.cancel()
             await _asleep(delay)
+        if requests.failure is not None:
+            raise requests.failure
 
     async def encode(
         self, name: str, x: np.ndarray, *, version: str = "", timeout: float | None = None
@@ -855,7 +855,5 @@ class AsyncClient(_Base):
         try:
             resp = await self._call(self._health.Check, req, timeout)
         except LatentwireError as exc:
-            if exc.status == "NOT_FOUND":
-                return "SERVICE_UNKNOWN"
-            raise
+            return _health_error(exc)
         return _health_status(resp)

@@ -158,7 +158,9 @@ def cmd_fetch_encoder(args: argparse.Namespace, parser: argparse.ArgumentParser)
     entry = m.files["encoder"]
     size = (out / entry["path"]).stat().st_size
     log.info(
-        "fetched the encoder of %s (fingerprint %s) from %s -> %s: %s %s bytes, sha256 %s...",
+        "fetched the encoder of %s (package %s, fingerprint %s) from %s -> %s: %s %s bytes, "
+        "sha256 %s...",
+        args.name,
         m.name,
         m.fingerprint,
         args.server,

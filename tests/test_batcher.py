@@ -81,7 +81,11 @@ def test_a_request_larger_than_max_batch_bypasses_the_queue() -> None:
 
 
 def test_deadline_passing_in_the_queue_raises_and_leaves_no_trace() -> None:
-    b = Batcher(lambda x: (time.sleep(0.3), x)[1], BatchPolicy())
+    def slow(x: np.ndarray) -> np.ndarray:
+        time.sleep(0.3)
+        return x
+
+    b = Batcher(slow, BatchPolicy())
     first = threading.Thread(target=b.submit, args=(np.zeros((1, 2)),))
     first.start()
     time.sleep(0.05)  # the first request is running; the next one has to queue

@@ -101,7 +101,9 @@ class CodecService:
                     id=request.id,
                     model_name=request.codes.model_name,
                     fingerprint=request.codes.fingerprint,
-                    error=codec_pb2.Error(code=exc.status, message=str(exc)),
+                    error=codec_pb2.Error(
+                        code=exc.status, message=str(exc), kind=type(exc).__name__
+                    ),
                 )
 
     def encode(

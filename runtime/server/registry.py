@@ -121,7 +121,7 @@ class Registry:
         found = snap.by_fingerprint.get(fingerprint)
         if found is not None:
             return found
-        same_name = [v for v in snap.versions.values() if v.name == model_name]
+        same_name = [v for v in snap.versions.values() if model_name in (v.name, v.model.name)]
         if same_name:
             loaded = ", ".join(
                 f"{v.version} ({v.fingerprint})"
@@ -177,7 +177,7 @@ class Registry:
             version=version,
             path=path,
             model=model,
-            manifest_json=(path / MANIFEST_FILE).read_text(),
+            manifest_json=(path / MANIFEST_FILE).read_text(encoding="utf-8"),
             encoder_onnx=encoder_onnx,
             encoder_sha256=digest,
             decoder=Batcher(
