@@ -24,13 +24,12 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
+from . import __version__, client_cli
 from .arrays import check_writable, read_array, write_array
 from .codes import read_codes_file, write_codes_file
 from .errors import LatentwireError
 from .manifest import ROLES, Manifest, compute_fingerprint
 from .model import Model, read_verified
-from . import client_cli
 from .server import cli as server_cli
 
 log = logging.getLogger("latentwire")
