@@ -154,7 +154,7 @@ class Server:
                 ("grpc.so_reuseport", 0),
             ],
         )
-        rpc = Rpc(self.metrics, self.readiness)
+        rpc = Rpc(self.metrics, self.readiness, cfg.max_send_bytes)
         server.add_generic_rpc_handlers(
             (
                 CodecService(self.registry).handler(rpc),
@@ -173,11 +173,20 @@ class Server:
                 root_certificates=ca,
                 require_client_auth=ca is not None,
             )
-            port = server.add_secure_port(address, creds)
-        else:
-            port = server.add_insecure_port(address)
+        elif cfg.tls_client_ca:
+            raise Unavailable("mutual TLS (--tls-client-ca) needs --tls-cert and --tls-key")
+        try:
+            port = (
+                server.add_secure_port(address, creds)
+                if cfg.tls_cert
+                else server.add_insecure_port(address)
+            )
+        except RuntimeError:  # grpcio raises instead of returning 0 since 1.6x
+            port = 0
         if port == 0:
-            raise Unavailable(f"cannot listen on {address} (port in use or address invalid)")
+            raise Unavailable(
+                f"cannot listen on {address}: the port is in use or the address is invalid"
+            )
         self.port = port
         return server
 
@@ -197,7 +206,11 @@ class Server:
         self._set_health(False)
         self._server.start()
         if self.config.metrics_port is not None:
-            self.metrics_port = self.metrics.serve(self.config.metrics_port)
+            try:
+                self.metrics_port = self.metrics.serve(self.config.metrics_port)
+            except Exception:
+                self._server.stop(0).wait()  # free the gRPC port we already hold
+                raise
         log.info("listening on %s:%d", self.config.host, self.port)
         if load:
             self.load()
@@ -233,6 +246,7 @@ class Server:
         self.registry.stop()
         if self._server is not None:
             self._server.stop(grace).wait()
+        self.metrics.close()
         log.info("stopped")
 
     def wait(self) -> None:

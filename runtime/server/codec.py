@@ -122,7 +122,7 @@ class CodecService:
     def _pick(self, name: str, version: str, fingerprint: str = "") -> Version:
         if fingerprint:
             v = self.registry.route(name, fingerprint)
-            if (name and v.name != name) or (version and v.version != version):
+            if (name and name not in (v.name, v.model.name)) or (version and v.version != version):
                 raise InputError(
                     f"fingerprint {fingerprint} belongs to {v.name}/{v.version}, "
                     f"not {name or '*'}/{version or '*'}"

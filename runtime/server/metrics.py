@@ -14,9 +14,12 @@ process (the tests do this) without clashing in prometheus_client's global regis
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.exposition import generate_latest
 
+from ..errors import Unavailable
 from .batcher import Observer
 
 _LATENCY = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
@@ -39,6 +42,7 @@ class _GraphObserver(Observer):
 
 class Metrics:
     def __init__(self) -> None:
+        self._http: Any = None
         self.registry = r = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "latentwire_requests",
@@ -91,5 +95,17 @@ class Metrics:
 
     def serve(self, port: int, address: str = "0.0.0.0") -> int:
         """Serve /metrics over HTTP in a daemon thread; returns the bound port."""
-        server, _thread = start_http_server(port, addr=address, registry=self.registry)
-        return int(server.server_port)
+        try:
+            self._http, _thread = start_http_server(port, addr=address, registry=self.registry)
+        except OSError as exc:
+            raise Unavailable(
+                f"cannot serve metrics on {address}:{port}: {exc.strerror or exc}"
+            ) from None
+        return int(self._http.server_port)
+
+    def close(self) -> None:
+        """Stop the /metrics HTTP server and free its port."""
+        http, self._http = self._http, None
+        if http is not None:
+            http.shutdown()
+            http.server_close()

@@ -89,7 +89,7 @@ class Registry:
         self._observer = observer or (lambda name, version, role: Observer())
         self._warmup = warmup
         self._snap = _Snapshot()
-        self._failed: dict[Path, float] = {}  # path -> manifest mtime when loading failed
+        self._failed: dict[Path, object] = {}  # path -> _signature(path) when loading failed
         self._scan_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -208,7 +208,7 @@ class Registry:
                 seen.add((name, version))
                 if (name, version) in current:
                     continue
-                mtime = (path / MANIFEST_FILE).stat().st_mtime
+                mtime = _signature(path)
                 if self._failed.get(path) == mtime:
                     continue  # failed before and unchanged since: don't retry every poll
                 try:
@@ -246,6 +246,17 @@ class Registry:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+
+def _signature(path: Path) -> object:
+    """Names, sizes and mtimes of a package's files: a failed load is retried once it
+    changes (e.g. a version directory still being copied in file by file)."""
+    try:
+        return sorted(
+            (p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in path.iterdir() if p.is_file()
+        )
+    except OSError:
+        return None
 
 
 def _warm_up(v: Version, max_batch: int) -> None:

@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 
 import grpc
 
-from ..errors import LatentwireError, Unavailable
+from ..errors import LatentwireError, Overloaded, Unavailable
 from .metrics import Metrics
 
 log = logging.getLogger("latentwire.server")
@@ -70,9 +70,21 @@ def deadline_of(context: grpc.ServicerContext) -> float | None:
 class Rpc:
     """Builds grpcio method handlers that count, time and map errors."""
 
-    def __init__(self, metrics: Metrics, readiness: Readiness) -> None:
+    def __init__(self, metrics: Metrics, readiness: Readiness, max_send_bytes: int) -> None:
         self.metrics = metrics
         self.readiness = readiness
+        self.max_send_bytes = max_send_bytes
+
+    def check_size(self, response: Any) -> None:
+        """Refuse a response over the send limit with a message saying what to do (gRPC
+        would fail the call anyway, with a less helpful message and after the work)."""
+        size = response.ByteSize()
+        if size > self.max_send_bytes:
+            raise Overloaded(
+                f"the response would be {size} bytes, over this server's send limit of "
+                f"{self.max_send_bytes} bytes (--max-send-mb); send fewer samples per "
+                "request or ask for float16 reconstructions"
+            )
 
     def _codecs(
         self, method: str, req_cls: Any
@@ -99,6 +111,7 @@ class Rpc:
         ok = self.metrics.requests.labels(method, "OK")
         requests = self.metrics.requests
         readiness = self.readiness
+        check_size = self.check_size
 
         def handle(request: Any, context: grpc.ServicerContext) -> Any:
             t0 = time.perf_counter()
@@ -106,6 +119,7 @@ class Rpc:
                 if needs_ready and not readiness.ready:
                     readiness.check()
                 response = fn(request, context)
+                check_size(response)
             except Exception as exc:
                 requests.labels(method, classify_code(exc)).inc()
                 latency.observe(time.perf_counter() - t0)
@@ -129,11 +143,15 @@ class Rpc:
         latency = self.metrics.latency.labels(method)
         readiness = self.readiness
 
+        check_size = self.check_size
+
         def handle(request_iterator: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
             t0 = time.perf_counter()
             try:
                 readiness.check()
-                yield from fn(request_iterator, context)
+                for response in fn(request_iterator, context):
+                    check_size(response)
+                    yield response
             except Exception as exc:
                 requests.labels(method, classify_code(exc)).inc()
                 latency.observe(time.perf_counter() - t0)
