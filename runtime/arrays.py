@@ -61,13 +61,13 @@ def read_csv(path: Path) -> np.ndarray:
     return values
 
 
-def _pick_npz(path: Path, z: np.lib.npyio.NpzFile, key: str | None) -> np.ndarray:
+def _pick_npz(path: Path, z: np.lib.npyio.NpzFile, key: str | None, key_flag: str) -> np.ndarray:
     keys = list(z.keys())
     if not keys:
         raise DataError(f"{path}: the archive holds no arrays")
     if key is None:
         if len(keys) > 1:
-            raise DataError(f"{path} holds several arrays {keys}; choose one with --key")
+            raise DataError(f"{path} holds several arrays {keys}; choose one with {key_flag}")
         key = keys[0]
     if key not in keys:
         raise DataError(f"{path}: no array {key!r}; it holds {keys}")
@@ -77,7 +77,7 @@ def _pick_npz(path: Path, z: np.lib.npyio.NpzFile, key: str | None) -> np.ndarra
     return value
 
 
-def _read_numpy(path: Path, suffix: str, key: str | None) -> np.ndarray:
+def _read_numpy(path: Path, suffix: str, key: str | None, key_flag: str) -> np.ndarray:
     # np.load picks .npy or .npz from the file's first bytes, not from its name
     loaded = np.load(path, allow_pickle=False)
     if isinstance(loaded, np.lib.npyio.NpzFile):
@@ -86,7 +86,7 @@ def _read_numpy(path: Path, suffix: str, key: str | None) -> np.ndarray:
                 raise DataError(
                     f"{path}: not a .npy file (it looks like an .npz archive); rename it to .npz"
                 )
-            return _pick_npz(path, z, key)
+            return _pick_npz(path, z, key, key_flag)
     if suffix != ".npy":
         raise DataError(
             f"{path}: not an .npz archive (it looks like a .npy file); rename it to .npy"
@@ -94,7 +94,7 @@ def _read_numpy(path: Path, suffix: str, key: str | None) -> np.ndarray:
     return np.asarray(loaded)
 
 
-def read_array(path: str | Path, *, key: str | None = None) -> np.ndarray:
+def read_array(path: str | Path, *, key: str | None = None, key_flag: str = "--key") -> np.ndarray:
     """Read a .npy, .npz or .csv file into an array (dtype as stored; CSV gives float64)."""
     p = Path(path)
     suffix = p.suffix.lower()
@@ -107,7 +107,7 @@ def read_array(path: str | Path, *, key: str | None = None) -> np.ndarray:
     if p.stat().st_size == 0:
         raise DataError(f"{p}: the file is empty")
     try:
-        x = read_csv(p) if suffix == ".csv" else _read_numpy(p, suffix, key)
+        x = read_csv(p) if suffix == ".csv" else _read_numpy(p, suffix, key, key_flag)
     except DataError:
         raise
     except (zipfile.BadZipFile, zlib.error):

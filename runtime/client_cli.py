@@ -95,7 +95,7 @@ def cmd_send(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.out is not None:
         check_writable(args.out, (".npy", ".csv"))
     model = Model(args.model, providers=args.providers, threads=args.threads, roles=("encoder",))
-    x = read_array(args.input, key=args.array)
+    x = read_array(args.input, key=args.array, key_flag="--array")
     t0 = time.perf_counter()
     messages = list(model.encode_codes(x, chunk=args.chunk))  # validates x as a whole
     encode_ms = (time.perf_counter() - t0) * 1e3

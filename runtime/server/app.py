@@ -207,7 +207,9 @@ class Server:
         self._server.start()
         if self.config.metrics_port is not None:
             try:
-                self.metrics_port = self.metrics.serve(self.config.metrics_port)
+                host = self.config.host.strip("[]")
+                bind = "0.0.0.0" if host in ("", "::", "0.0.0.0") else host
+                self.metrics_port = self.metrics.serve(self.config.metrics_port, bind)
             except Exception:
                 self._server.stop(0).wait()  # free the gRPC port we already hold
                 raise

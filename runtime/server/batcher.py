@@ -172,6 +172,8 @@ class Batcher:
         pol = self.policy
         if pol.max_delay > 0:
             end = me.t0 + pol.max_delay
+            if me.deadline is not None:  # never wait past the leader's own deadline
+                end = min(end, me.deadline)
             while self._pending_samples < pol.max_batch:
                 left = end - time.monotonic()
                 if left <= 0:
