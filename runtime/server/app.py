@@ -135,6 +135,7 @@ class Server:
         self.metrics_port: int | None = None
         self._server: grpc.Server | None = None
         self._stopped = threading.Event()
+        self._done = threading.Event()
 
     # -- building ------------------------------------------------------------------------
     def _build(self) -> grpc.Server:
@@ -250,13 +251,12 @@ class Server:
             self._server.stop(grace).wait()
         self.metrics.close()
         log.info("stopped")
+        self._done.set()
 
     def wait(self) -> None:
-        """Block until `stop()` has run."""
-        while not self._stopped.wait(0.5):  # a timeout keeps signal handlers responsive
+        """Block until `stop()` has finished (requests drained, ports released)."""
+        while not self._done.wait(0.5):  # a timeout keeps signal handlers responsive
             pass
-        if self._server is not None:
-            self._server.wait_for_termination()
 
 
 def pin_to_cpu(cpu: int) -> None:
