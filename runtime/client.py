@@ -47,8 +47,9 @@ import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ._proto.v1 import codec_pb2, codec_pb2_grpc
-from .codes import array_to_tensor, tensor_to_array
+from .codes import OUTPUT_DTYPES, array_to_tensor, tensor_to_array
 from .errors import (
+    ERROR_KEY,
     CodesError,
     InputError,
     IntegrityError,
@@ -67,10 +68,6 @@ __all__ = [
 
 log = logging.getLogger("latentwire.client")
 
-OUTPUT_DTYPES = ("float32", "float16")
-"""Reconstruction dtypes a server can be asked for."""
-ERROR_KEY = "latentwire-error"
-"""Trailing metadata key naming the server's error class."""
 MAX_BACKOFF = 10.0
 """Longest pause between two attempts, in seconds (before jitter)."""
 

@@ -35,6 +35,8 @@ _LEN = struct.Struct("<I")
 WIRE_DTYPES = frozenset(
     {"float32", "float16", "float64", "int8", "uint8", "int16", "int32", "int64"}
 )
+OUTPUT_DTYPES = ("float32", "float16")
+"""Reconstruction dtypes a client may ask the server for (DecodeRequest.output_dtype)."""
 
 
 def array_to_tensor(array: np.ndarray) -> codec_pb2.Tensor:

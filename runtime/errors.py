@@ -26,6 +26,7 @@ status code when it is absent (another server, or a transport error).
 from __future__ import annotations
 
 __all__ = [
+    "ERROR_KEY",
     "CodesError",
     "DataError",
     "DeadlineExceeded",
@@ -127,6 +128,9 @@ class ServerError(LatentwireError):
         super().__init__(message)
         self.status = status
 
+
+ERROR_KEY = "latentwire-error"
+"""Trailing-metadata key in which the server names the error class of a failed call."""
 
 _BY_NAME: dict[str, type[LatentwireError]] = {
     cls.__name__: cls

@@ -27,14 +27,14 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from .. import _ort
-from ..errors import Unavailable
+from ..errors import ERROR_KEY, Unavailable
 from . import reflection
 from .batcher import BatchPolicy
 from .codec import SERVICE as CODEC_SERVICE
 from .codec import CodecService
 from .metrics import Metrics
 from .registry import Registry
-from .rpc import ERROR_KEY, Readiness, Rpc
+from .rpc import Readiness, Rpc
 from .v2 import SERVICE as V2_SERVICE
 from .v2 import V2Service
 

@@ -8,7 +8,7 @@ import grpc
 import numpy as np
 
 from .._proto.v1 import codec_pb2
-from ..codes import array_to_tensor, tensor_to_array
+from ..codes import OUTPUT_DTYPES, array_to_tensor, tensor_to_array
 from ..errors import CodesError, InputError, LatentwireError
 from .registry import Registry, Version
 from .rpc import Rpc, deadline_of
@@ -16,7 +16,6 @@ from .rpc import Rpc, deadline_of
 SERVICE = "latentwire.v1.Codec"
 
 _F16_MAX = float(np.finfo(np.float16).max)
-OUTPUT_DTYPES = ("float32", "float16")
 
 
 def run_decode(v: Version, z: np.ndarray, deadline: float | None) -> np.ndarray:
@@ -37,15 +36,20 @@ def run_encode(v: Version, x: np.ndarray, deadline: float | None) -> np.ndarray:
     return z
 
 
+def check_output_dtype(dtype: str) -> None:
+    """Refuse an unknown reconstruction dtype before any work is done."""
+    if dtype not in ("", *OUTPUT_DTYPES):
+        raise InputError(f"output_dtype must be one of {OUTPUT_DTYPES}, got {dtype!r}")
+
+
 def cast_output(x: np.ndarray, dtype: str) -> np.ndarray:
-    """Reconstructions in the dtype the client asked for ("" = float32)."""
-    if dtype in ("", "float32"):
+    """Reconstructions in the dtype the client asked for (checked by check_output_dtype;
+    "" = float32)."""
+    if dtype != "float16":
         return x
-    if dtype == "float16":
-        if np.abs(x).max(initial=0.0) > _F16_MAX:
-            raise InputError("the reconstructions exceed float16's range (65504); ask for float32")
-        return x.astype(np.float16)
-    raise InputError(f"output_dtype must be one of {OUTPUT_DTYPES}, got {dtype!r}")
+    if np.abs(x).max(initial=0.0) > _F16_MAX:
+        raise InputError("the reconstructions exceed float16's range (65504); ask for float32")
+    return x.astype(np.float16)
 
 
 def model_info(registry: Registry, v: Version) -> codec_pb2.ModelInfo:
@@ -70,10 +74,7 @@ class CodecService:
         if not request.HasField("codes"):
             raise CodesError("DecodeRequest has no codes")
         codes = request.codes
-        if request.output_dtype not in ("", *OUTPUT_DTYPES):
-            raise InputError(
-                f"output_dtype must be one of {OUTPUT_DTYPES}, got {request.output_dtype!r}"
-            )
+        check_output_dtype(request.output_dtype)
         v = self.registry.route(codes.model_name, codes.fingerprint)
         z = v.model.from_codes(codes)
         x = cast_output(run_decode(v, z, deadline_of(context)), request.output_dtype)

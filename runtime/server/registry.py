@@ -10,7 +10,6 @@ and keep the version they started with.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 from collections.abc import Callable
@@ -22,7 +21,7 @@ import numpy as np
 from .. import _ort
 from ..errors import FingerprintMismatch, LatentwireError, ModelNotFound
 from ..manifest import MANIFEST_FILE
-from ..model import Model
+from ..model import Model, read_verified
 from .batcher import Batcher, BatchPolicy, Observer
 
 log = logging.getLogger("latentwire.server")
@@ -58,6 +57,8 @@ class Version:
 @dataclass(frozen=True)
 class _Snapshot:
     versions: dict[tuple[str, str], Version] = field(default_factory=dict)
+    ordered: tuple[Version, ...] = ()
+    """By name, then version (numeric versions numerically): what lookups list."""
     by_fingerprint: dict[str, Version] = field(default_factory=dict)
     latest: dict[str, Version] = field(default_factory=dict)
 
@@ -66,7 +67,7 @@ class _Snapshot:
         ordered = sorted(versions.values(), key=lambda v: (v.name, _version_key(v.version)))
         by_fp = {v.fingerprint: v for v in ordered}  # a duplicate fingerprint: newest wins
         latest = {v.name: v for v in ordered}
-        return cls(dict(versions), by_fp, latest)
+        return cls(dict(versions), tuple(ordered), by_fp, latest)
 
 
 class Registry:
@@ -98,8 +99,7 @@ class Registry:
 
     # -- lookups (lock-free: one snapshot read) ----------------------------------------
     def versions(self) -> list[Version]:
-        snap = self._snap
-        return sorted(snap.versions.values(), key=lambda v: (v.name, _version_key(v.version)))
+        return list(self._snap.ordered)
 
     def is_latest(self, v: Version) -> bool:
         return self._snap.latest.get(v.name) is v
@@ -121,12 +121,9 @@ class Registry:
         found = snap.by_fingerprint.get(fingerprint)
         if found is not None:
             return found
-        same_name = [v for v in snap.versions.values() if model_name in (v.name, v.model.name)]
+        same_name = [v for v in snap.ordered if model_name in (v.name, v.model.name)]
         if same_name:
-            loaded = ", ".join(
-                f"{v.version} ({v.fingerprint})"
-                for v in sorted(same_name, key=lambda v: _version_key(v.version))
-            )
+            loaded = ", ".join(f"{v.version} ({v.fingerprint})" for v in same_name)
             raise FingerprintMismatch(
                 f"codes carry fingerprint {fingerprint or '(none)'}, which matches no loaded "
                 f"version of model {model_name!r} (loaded: {loaded}); they were made by "
@@ -135,16 +132,15 @@ class Registry:
         raise ModelNotFound(
             f"no loaded model made codes with fingerprint {fingerprint or '(none)'}"
             + (f" and name {model_name!r}" if model_name else "")
-            + f"; loaded models: {', '.join(self.names()) or 'none'}"
+            + f"; loaded models: {', '.join(sorted(snap.latest)) or 'none'}"
         )
 
     def _not_found(self, snap: _Snapshot, name: str, version: str) -> str:
         if version and name in snap.latest:
-            have = sorted((v for (n, v) in snap.versions if n == name), key=_version_key)
-            return f"model {name!r} has no version {version!r} (loaded: {', '.join(have)})"
-        return (
-            f"no model named {name!r} is loaded; loaded models: {', '.join(self.names()) or 'none'}"
-        )
+            have = ", ".join(v.version for v in snap.ordered if v.name == name)
+            return f"model {name!r} has no version {version!r} (loaded: {have})"
+        loaded = ", ".join(sorted(snap.latest)) or "none"
+        return f"no model named {name!r} is loaded; loaded models: {loaded}"
 
     # -- loading -------------------------------------------------------------------------
     def _candidates(self) -> list[tuple[str, str, Path]]:
@@ -166,10 +162,8 @@ class Registry:
             log.info(
                 "%s/%s: package calls itself %r; served as %r", name, version, model.name, name
             )
-        encoder_onnx = (path / model.manifest.files["encoder"]["path"]).read_bytes()
-        digest = hashlib.sha256(encoder_onnx).hexdigest()
-        if digest != model.manifest.files["encoder"]["sha256"]:  # changed since Model() read it
-            raise LatentwireError(f"{path}: encoder.onnx changed while loading")
+        # served to edge devices by FetchEncoder; read_verified refuses a file changed since
+        encoder_onnx = read_verified(path, model.manifest, "encoder")
         pol = self.policy
         obs = self._observer
         v = Version(
@@ -179,7 +173,7 @@ class Registry:
             model=model,
             manifest_json=(path / MANIFEST_FILE).read_text(encoding="utf-8"),
             encoder_onnx=encoder_onnx,
-            encoder_sha256=digest,
+            encoder_sha256=model.manifest.files["encoder"]["sha256"],
             decoder=Batcher(
                 model.run_decoder,
                 pol,

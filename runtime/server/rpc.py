@@ -17,13 +17,11 @@ from typing import Any, NoReturn
 
 import grpc
 
-from ..errors import LatentwireError, Overloaded, Unavailable
+from ..errors import ERROR_KEY, LatentwireError, Overloaded, Unavailable
 from .metrics import Metrics
 
 log = logging.getLogger("latentwire.server")
 
-ERROR_KEY = "latentwire-error"
-"""Trailing-metadata key naming the error class of a failed call."""
 
 Handler = Callable[[Any, grpc.ServicerContext], Any]
 
