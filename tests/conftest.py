@@ -101,3 +101,28 @@ def server(repo: Path) -> Iterator[Any]:
     """A shared server over `repo` (default settings). Tests must not change `repo`."""
     with running_server(repo) as srv:
         yield srv
+
+
+@pytest.fixture(scope="session")
+def local(digits_pkg: Path) -> Any:
+    """digits_pkg loaded in this process: the reference the server's answers must match."""
+    from latentwire.runtime import load
+
+    return load(digits_pkg, providers="cpu")
+
+
+@pytest.fixture(scope="session")
+def other_local(other_pkg: Path) -> Any:
+    """other_pkg loaded in this process (another fingerprint)."""
+    from latentwire.runtime import load
+
+    return load(other_pkg, providers="cpu")
+
+
+def error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    """The one `latentwire: error:` line a failed CLI call printed (and no traceback)."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [ln for ln in err.splitlines() if ln.startswith("latentwire: error:")]
+    assert len(lines) == 1, err
+    return lines[0]

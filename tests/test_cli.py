@@ -13,13 +13,7 @@ import pytest
 from latentwire.runtime import load
 from latentwire.runtime.cli import main
 
-
-def _error_line(capsys: pytest.CaptureFixture[str]) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = [ln for ln in err.splitlines() if ln.startswith("latentwire: error:")]
-    assert len(lines) == 1, err
-    return lines[0]
+from .conftest import error_line
 
 
 def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
@@ -175,7 +169,7 @@ def test_bad_inputs_give_one_line(
     capsys.readouterr()
     for label, (argv, expected) in cases.items():
         assert main(argv) == 1, label
-        line = _error_line(capsys)
+        line = error_line(capsys)
         assert expected in line, (label, line)
 
 
@@ -204,7 +198,7 @@ def test_train_checks_out_before_training(
     ckpt = tmp_path / "ck.pt"
     argv = ["train", "--out", str(target), "--checkpoint", str(ckpt), "--no-progress"]
     assert main(argv) == 1
-    assert "is a file; --out names a folder" in _error_line(capsys)
+    assert "is a file; --out names a folder" in error_line(capsys)
     assert not ckpt.exists()  # no epoch ran
 
 

@@ -36,14 +36,9 @@ from latentwire.runtime.errors import (
 )
 from latentwire.runtime.model import Model
 
-from .conftest import running_server
+from .conftest import error_line, running_server
 
 NAME = "digits"  # the served name: the repository folder, not the manifest's "digits-test"
-
-
-@pytest.fixture(scope="module")
-def local(digits_pkg: Path) -> Model:
-    return Model(digits_pkg, providers="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -62,14 +57,6 @@ def _free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
     return port
-
-
-def _error_line(capsys: pytest.CaptureFixture[str]) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = [ln for ln in err.splitlines() if ln.startswith("latentwire: error:")]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 # -- decode -------------------------------------------------------------------------------
@@ -475,10 +462,10 @@ def test_cli_send(
 
     # the output is checked before any work; a server nobody listens on is one line
     assert main([*base, "--out", str(tmp_path / "no" / "r.npy")]) == 1
-    assert "does not exist" in _error_line(capsys)
+    assert "does not exist" in error_line(capsys)
     dead = ["send", "--server", f"127.0.0.1:{_free_port()}", "--timeout", "0.5"]
     assert main([*dead, "--model", str(digits_pkg), str(tmp_path / "x.npy")]) == 1
-    assert _error_line(capsys)
+    assert error_line(capsys)
     with pytest.raises(SystemExit) as exc:
         main([*base, "--cert", str(tmp_path / "x.npy")])
     assert exc.value.code == 2
@@ -508,7 +495,7 @@ def test_cli_fetch_encoder_then_send(
     )
     capsys.readouterr()
     assert main(["fetch-encoder", "--server", address, "--name", NAME, "--out", str(out)]) == 1
-    assert "not empty" in _error_line(capsys)
+    assert "not empty" in error_line(capsys)
     assert main(["fetch-encoder", "--server", address, "--name", "nope", "--out",
                  str(tmp_path / "x2")]) == 1  # fmt: skip
-    assert "nope" in _error_line(capsys)
+    assert "nope" in error_line(capsys)

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from latentwire.runtime import Model, load
+from latentwire.runtime import Model
 from latentwire.runtime._proto.v1 import codec_pb2, codec_pb2_grpc
 from latentwire.runtime.codes import array_to_tensor, tensor_to_array
 from latentwire.runtime.server.app import ServeConfig, Server
@@ -33,16 +33,6 @@ NAME = "digits"  # the served name is the repository folder (the manifest says "
 
 
 # -- helpers ------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def local(digits_pkg: Path) -> Model:
-    return load(digits_pkg, providers="cpu")
-
-
-@pytest.fixture(scope="module")
-def other_local(other_pkg: Path) -> Model:
-    return load(other_pkg, providers="cpu")
-
-
 @pytest.fixture()
 def channel(server: Any) -> Iterator[grpc.Channel]:
     with grpc.insecure_channel(f"127.0.0.1:{server.port}") as ch:

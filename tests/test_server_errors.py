@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from latentwire.runtime import Model, load
+from latentwire.runtime import Model
 from latentwire.runtime._proto.v1 import codec_pb2, codec_pb2_grpc
 from latentwire.runtime.codes import tensor_to_array
 from latentwire.runtime.server.batcher import BatchPolicy
@@ -28,16 +28,6 @@ CERTS = Path(__file__).parent / "certs"
 
 
 # -- helpers ------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def local(digits_pkg: Path) -> Model:
-    return load(digits_pkg, providers="cpu")
-
-
-@pytest.fixture(scope="module")
-def other_local(other_pkg: Path) -> Model:
-    return load(other_pkg, providers="cpu")
-
-
 @pytest.fixture()
 def stub(server: Any) -> Iterator[codec_pb2_grpc.CodecStub]:
     with grpc.insecure_channel(f"127.0.0.1:{server.port}") as ch:

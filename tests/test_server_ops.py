@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from latentwire.runtime import Model, load
+from latentwire.runtime import Model
 from latentwire.runtime._proto.v1 import codec_pb2, codec_pb2_grpc
 from latentwire.runtime.cli import main
 from latentwire.runtime.codes import tensor_to_array
@@ -34,16 +34,6 @@ NAME = "digits"
 
 
 # -- helpers ------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def local(digits_pkg: Path) -> Model:
-    return load(digits_pkg, providers="cpu")
-
-
-@pytest.fixture(scope="module")
-def other_local(other_pkg: Path) -> Model:
-    return load(other_pkg, providers="cpu")
-
-
 def _z(n: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).normal(size=(n, 8)).astype(np.float32)
 
