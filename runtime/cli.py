@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import itertools
 import json
 import logging
 import sys
@@ -25,10 +26,19 @@ from typing import Any
 import numpy as np
 
 from . import __version__, client_cli
-from .arrays import check_writable, read_array, write_array
+from ._proto.v1 import codec_pb2
+from .arrays import ARRAY_SUFFIXES, check_writable, read_array, write_array
 from .codes import read_codes_file, write_codes_file
-from .errors import LatentwireError
-from .manifest import ROLES, Manifest, compute_fingerprint
+from .errors import DataError, InputError, LatentwireError
+from .images import (
+    bits_for,
+    describe_sizes,
+    is_image_path,
+    numbered_paths,
+    read_images,
+    write_png,
+)
+from .manifest import ROLES, Manifest, TensorSpec, compute_fingerprint
 from .model import Model, read_verified
 from .server import cli as server_cli
 
@@ -71,10 +81,81 @@ def positive(kind: type) -> Any:
     return parse
 
 
+_COLOURS = {1: "greyscale", 3: "RGB"}
+
+
+def _image_channels(model: Model, spec: TensorSpec, what: str) -> int:
+    """The channel count C of a model whose samples are images (C, H, W); refuses others."""
+    if len(spec.shape) != 3 or spec.shape[0] is None:
+        raise InputError(
+            f"model {model.name!r} {what} samples of shape ({spec.dims()}), not images "
+            "(C, H, W); use .npy, .npz or .csv files with it"
+        )
+    return spec.shape[0]
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _encode_images(args: argparse.Namespace, model: Model) -> int:
+    m = model.manifest
+    channels = _image_channels(model, m.input, "encodes")
+    paths = [Path(p) for p in args.input]
+    images = read_images(paths)
+    for path, x in zip(paths, images, strict=True):
+        if x.shape[0] != channels:
+            raise InputError(
+                f"{path} is a {_COLOURS.get(x.shape[0], '?')} image "
+                f"({_plural(x.shape[0], 'channel')}); model {model.name!r} expects "
+                f"{_plural(channels, 'channel')} ({_COLOURS.get(channels, '?')}): "
+                "convert the image first"
+            )
+    if bits_for(m.normalization) == 8 and any(x.max(initial=0.0) > 255 for x in images):
+        log.warning("some images have values above 255; model %r was trained on 8-bit data", m.name)
+    messages: list[codec_pb2.Codes] = []
+    start = 0
+    # runs of same-size images are encoded as one batch, still one image per message
+    for _, run in itertools.groupby(images, key=lambda x: x.shape):
+        batch = np.stack(list(run))
+        try:
+            messages.extend(model.encode_codes(batch, chunk=1))
+        except InputError as exc:
+            raise InputError(f"{paths[start]}: {exc}") from None
+        start += len(batch)
+    size = write_codes_file(args.out, messages)
+    n = len(images)
+    pixels = sum(x.shape[1] * x.shape[2] for x in images)
+    print(
+        f"encoded {_plural(n, 'image')} ({describe_sizes(x.shape for x in images)}) -> "
+        f"{args.out}: {size:,} bytes, {size / n:,.0f} bytes/image, "
+        f"{8 * size / max(pixels, 1):.2f} bpp",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def cmd_encode(args: argparse.Namespace) -> int:
+    inputs: list[str] = args.input
+    n_images = sum(is_image_path(p) for p in inputs)
+    if 0 < n_images < len(inputs):
+        raise DataError("give PNG/JPEG images or one .npy, .npz or .csv file, not a mix")
+    if n_images == 0 and len(inputs) > 1:
+        raise DataError(
+            f"give one .npy, .npz or .csv file (got {len(inputs)} files); several inputs "
+            "must be PNG/JPEG images"
+        )
+    suffix = Path(inputs[0]).suffix.lower()
+    if n_images == 0 and suffix not in ARRAY_SUFFIXES:
+        raise DataError(
+            f"{inputs[0]}: unsupported file type {suffix or '(none)'!r}; use .npy, .npz, .csv "
+            "or PNG/JPEG images"
+        )
     check_writable(args.out)
     model = _load(args, "encoder")
-    x = read_array(args.input, key=args.key)
+    if n_images:
+        return _encode_images(args, model)
+    x = read_array(inputs[0], key=args.key)
     t0 = time.perf_counter()
     messages = list(model.encode_codes(x, chunk=args.chunk))  # validates x as a whole
     seconds = time.perf_counter() - t0
@@ -91,13 +172,60 @@ def cmd_encode(args: argparse.Namespace) -> int:
     return 0
 
 
+def _decode_each(model: Model, messages: list[codec_pb2.Codes]) -> list[np.ndarray]:
+    """Reconstructions message by message: messages of an image encode hold one image
+    each, and images of different sizes cannot share an array."""
+    if not messages:
+        model.decode_codes(messages)  # raises the runtime's "no codes" error
+    return [model.decode_codes([msg]) for msg in messages]
+
+
+def _decode_png(args: argparse.Namespace, model: Model, out: Path) -> int:
+    m = model.manifest
+    channels = _image_channels(model, m.output, "decodes")
+    bits = bits_for(m.normalization)
+    if channels not in _COLOURS or (bits == 16 and channels != 1):
+        raise DataError(
+            f"{out}: model {m.name!r} decodes {channels}-channel {bits}-bit images; PNG is "
+            "written for 8-bit greyscale/RGB and 16-bit greyscale only: write .npy"
+        )
+    images = [img for part in _decode_each(model, read_codes_file(args.codes)) for img in part]
+    if not images:
+        raise DataError(f"{args.codes} holds no images to write")
+    paths = numbered_paths(out, len(images))
+    for path, img in zip(paths, images, strict=True):
+        write_png(path, img, bits=bits)
+    where = str(out) if len(paths) == 1 else f"{paths[0]} .. {paths[-1]}"
+    print(
+        f"decoded {_plural(len(images), 'image')} ({describe_sizes(x.shape for x in images)}) "
+        f"-> {where} ({bits}-bit PNG)",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def cmd_decode(args: argparse.Namespace) -> int:
-    check_writable(args.out, (".npy", ".csv"))
+    out = Path(args.out)
+    if out.suffix.lower() == ".png":
+        check_writable(out)
+        return _decode_png(args, _load(args, "decoder"), out)
+    if out.suffix.lower() not in (".npy", ".csv"):
+        raise DataError(
+            f"{out}: write .npy or .csv, not {out.suffix or '(no suffix)'!r} "
+            "(or .png for an image model)"
+        )
+    check_writable(out)
     model = _load(args, "decoder")
-    messages = read_codes_file(args.codes)
-    x_hat = model.decode_codes(messages)
-    write_array(args.out, x_hat)
-    print(f"decoded {len(x_hat)} samples -> {args.out} {x_hat.shape} float32", file=sys.stderr)
+    parts = _decode_each(model, read_codes_file(args.codes))
+    if len({p.shape[1:] for p in parts}) > 1:
+        raise DataError(
+            f"{out}: the codes hold images of different sizes "
+            f"({describe_sizes(p.shape for p in parts)}) and one array holds one size; "
+            "write .png instead (one file per image)"
+        )
+    x_hat = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    write_array(out, x_hat)
+    print(f"decoded {len(x_hat)} samples -> {out} {x_hat.shape} float32", file=sys.stderr)
     return 0
 
 
@@ -186,38 +314,57 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     training = importlib.import_module("latentwire.training.cli")  # imports no torch itself
-    for name in ("train", "export", "demo"):
+    for name in ("train", "export", "evaluate", "demo"):
         training.add_command(sub, name)
     server_cli.add_command(sub, positive)
     client_cli.add_commands(sub)
 
     p = sub.add_parser(
         "encode",
-        help="encode samples into a codes file (edge side)",
-        description="Encode INPUT (.npy, .npz or .csv; samples in your own units) "
-        "with the package's encoder and write a codes file.",
+        help="encode samples or images into a codes file (edge side)",
+        description="Encode INPUT with the package's encoder and write a codes file. INPUT "
+        "is one .npy, .npz or .csv file of samples in your own units (rows = samples), or "
+        "one or more PNG/JPEG images of any sizes for an image model (greyscale or RGB as "
+        "the model expects; alpha is dropped): each image becomes one codes message, in "
+        "the order given. For a folder, use a shell glob: photos/*.png.",
     )
     _add_model_args(p)
-    p.add_argument("input", metavar="INPUT", help=".npy, .npz or .csv of samples (rows = samples)")
+    p.add_argument(
+        "input",
+        metavar="INPUT",
+        nargs="+",
+        help="one .npy, .npz or .csv of samples, or PNG/JPEG image files",
+    )
     p.add_argument("--out", required=True, metavar="CODES", help="codes file to write")
     p.add_argument("--key", help="array name inside an .npz holding several")
     p.add_argument(
         "--chunk",
         type=positive(int),
         metavar="N",
-        help="samples per codes message (default: as many as fit in 1 MiB of codes)",
+        help="samples per codes message (default: as many as fit in 1 MiB of codes; "
+        "images always go one per message)",
     )
     p.set_defaults(func=cmd_encode)
 
     p = sub.add_parser(
         "decode",
-        help="decode a codes file back to samples (server side)",
+        help="decode a codes file back to samples or PNG images (server side)",
         description="Decode a codes file made by `latentwire encode` with the "
-        "same model package; refuses codes made by another encoder.",
+        "same model package; refuses codes made by another encoder. OUTPUT .npy or .csv "
+        "gets all samples as one array (images of one size only). OUTPUT .png (image "
+        "models) writes one PNG per image: a single image goes to OUTPUT itself, several "
+        "take OUTPUT as a pattern, out.png -> out-0.png, out-1.png, ... in the order they "
+        "were encoded. PNGs are 8-bit, or 16-bit greyscale when the model's normalization "
+        "has an offset or scale above 255 (data deeper than 8 bits).",
     )
     _add_model_args(p)
     p.add_argument("codes", metavar="CODES", help="codes file from `latentwire encode`")
-    p.add_argument("--out", required=True, metavar="OUTPUT", help="reconstructions: .npy or .csv")
+    p.add_argument(
+        "--out",
+        required=True,
+        metavar="OUTPUT",
+        help="reconstructions: .npy, .csv, or .png for images (several: OUTPUT-0.png, ...)",
+    )
     p.set_defaults(func=cmd_decode)
 
     p = sub.add_parser(

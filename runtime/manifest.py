@@ -8,10 +8,10 @@ The manifest carries everything a runtime needs and nothing torch-specific::
       "name": "digits",                         # model name (also on every codes message)
       "fingerprint": "3f2a...",                 # 16 hex chars, see compute_fingerprint
       "input":  {"name": "x", "shape": [64], "dtype": "float32", "multiple_of": 1},
-      "latent": {"name": "z", "shape": [8],  "dtype": "float32"},
+      "latent": {"name": "z", "shape": [8],  "dtype": "float32"},   # decoder input
       "output": {"name": "x_hat", "shape": [64], "dtype": "float32"},
       "normalization": {"kind": "minmax", "offset": [...], "scale": [...]},
-      "codes": {"format": "f32"},
+      "codes": {"format": "int8", "name": "codes", "dtype": "int8", ...},  # see formats.py
       "files": {"encoder": {"path": "encoder.onnx", "sha256": "...", "graph_sha256": "...",
                             "bytes": 41234}, "decoder": {...}},
       "onnx": {"opset": 18},
@@ -24,6 +24,11 @@ Normalization: the encoder graph sees `(x - offset) / scale`; the decoder's outp
 mapped back with `x_hat * scale + offset`; offset/scale have one entry or broadcast to the
 sample shape. `graph_sha256` is the sha256 of the ONNX file before the fingerprint was
 written into its metadata; `sha256` is of the file as shipped.
+
+The encoder graph maps `input` to two outputs: `codes.name` (the wire values of the code
+format) and `latent.name` (float32 latents before quantisation); the decoder graph maps
+float32 `latent` to `output`. Schema version 2 added the code formats (version 1 packages
+carried float32 codes only and must be re-exported).
 """
 
 from __future__ import annotations
@@ -37,12 +42,12 @@ from typing import Any
 import numpy as np
 
 from .errors import PackageError
+from .formats import CodeFormat
 
 SCHEMA = "latentwire.manifest"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MANIFEST_FILE = "manifest.json"
 FINGERPRINT_KEY = "latentwire.fingerprint"
-CODE_FORMATS = ("f32",)
 ROLES = ("encoder", "decoder")
 """The two graphs of a package, by their keys in `files`."""
 _CONTRACT_KEYS = ("input", "latent", "output", "normalization", "codes")
@@ -155,7 +160,7 @@ class Manifest:
     latent: TensorSpec
     output: TensorSpec
     normalization: Normalization
-    code_format: str
+    codes: CodeFormat
     files: dict[str, dict[str, Any]]
     raw: dict[str, Any] = field(repr=False, compare=False)
 
@@ -171,10 +176,11 @@ class Manifest:
             )
         try:
             inp = TensorSpec.from_dict(d["input"])
-            fmt = str(d["codes"]["format"])
-            if fmt not in CODE_FORMATS:
+            latent = TensorSpec.from_dict(d["latent"])
+            if not latent.shape or latent.shape[0] is None or latent.dtype != "float32":
                 raise PackageError(
-                    f"unknown code format {fmt!r}; this latentwire reads {CODE_FORMATS}"
+                    "latent must be float32 with a fixed channel count first, got "
+                    f"{latent.describe()}"
                 )
             for role in ROLES:
                 entry = d["files"][role]
@@ -183,15 +189,20 @@ class Manifest:
                 name=str(d["name"]),
                 fingerprint=str(d["fingerprint"]),
                 input=inp,
-                latent=TensorSpec.from_dict(d["latent"]),
+                latent=latent,
                 output=TensorSpec.from_dict(d["output"]),
                 normalization=Normalization.from_dict(d["normalization"], inp.shape),
-                code_format=fmt,
+                codes=CodeFormat.from_dict(d["codes"], latent.shape[0]),
                 files={k: dict(v) for k, v in d["files"].items()},
                 raw=d,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise PackageError(f"manifest is missing or has a malformed field: {exc!r}") from exc
+
+    @property
+    def code_format(self) -> str:
+        """The format tag every codes message of this package carries."""
+        return self.codes.name
 
     @classmethod
     def load(cls, directory: str | Path) -> Manifest:

@@ -12,8 +12,8 @@ import numpy as np
 
 from . import _ort
 from ._proto.v1 import codec_pb2
-from .codes import array_to_tensor, tensor_to_array
 from .errors import CodesError, FingerprintMismatch, InputError, IntegrityError, PackageError
+from .formats import CODES_OUTPUT, CodeFormat
 from .manifest import FINGERPRINT_KEY, ROLES, Manifest, TensorSpec, compute_fingerprint
 
 log = logging.getLogger("latentwire.runtime")
@@ -124,7 +124,7 @@ class Model:
             for role in roles
         }
         io_names = {
-            "encoder": (m.input.name, m.latent.name),
+            "encoder": (m.input.name, CODES_OUTPUT, m.latent.name),
             "decoder": (m.latent.name, m.output.name),
         }
         for role, sess in self._sessions.items():
@@ -134,11 +134,11 @@ class Model:
                     f"{self.path}: {role}.onnx carries fingerprint {meta!r}, manifest says "
                     f"{m.fingerprint!r}"
                 )
-            names = (sess.get_inputs()[0].name, sess.get_outputs()[0].name)
+            names = (sess.get_inputs()[0].name, *(o.name for o in sess.get_outputs()))
             if names != io_names[role]:
                 raise PackageError(
-                    f"{self.path}: {role}.onnx maps {names[0]} -> {names[1]}, the manifest says "
-                    f"{io_names[role][0]} -> {io_names[role][1]}"
+                    f"{self.path}: {role}.onnx maps {names[0]} -> {', '.join(names[1:])}, the "
+                    f"manifest says {io_names[role][0]} -> {', '.join(io_names[role][1:])}"
                 )
         self.providers = next(iter(self._sessions.values())).get_providers()
 
@@ -174,15 +174,29 @@ class Model:
         ]
         return np.concatenate(parts)
 
+    @property
+    def codes(self) -> CodeFormat:
+        return self.manifest.codes
+
     def encode(self, x: Any) -> np.ndarray:
-        """Encode a batch (N, *input shape) in the user's units; returns float32 latents."""
-        z = self.run_encoder(self.prepare_inputs(x))
+        """Encode a batch (N, *input shape) in the user's units; returns the codes as the
+        format puts them on the wire: float32 (f32), float16 (f16), int8 (int8) or int32
+        symbols (entropy)."""
+        w = self.run_encoder(self.prepare_inputs(x))
+        self.check_latents_out(w)
+        return w
+
+    def encode_latents(self, x: Any) -> np.ndarray:
+        """The float32 latents before quantisation (the encoder graph's second output)."""
+        m = self.manifest
+        z = self._run("encoder", m.input.name, m.latent.name, self.prepare_inputs(x))
         self.check_latents_out(z)
         return z
 
-    def decode(self, z: Any) -> np.ndarray:
-        """Decode latents (N, *latent shape); returns reconstructions in the user's units."""
-        return self.run_decoder(self.prepare_latents(z))
+    def decode(self, w: Any) -> np.ndarray:
+        """Decode codes (N, *latent shape) of the package's format (see `encode`), or
+        float latents for f32/f16; returns reconstructions in the user's units."""
+        return self.run_decoder(self.prepare_codes(w))
 
     # The four steps of encode/decode, separate so a server can validate each request on
     # its own and run many requests' checked arrays as one batch.
@@ -197,24 +211,24 @@ class Model:
         )
 
     def run_encoder(self, normed: np.ndarray) -> np.ndarray:
-        """Run the encoder graph on prepared inputs (no checks)."""
-        m = self.manifest
-        return self._run("encoder", m.input.name, m.latent.name, normed)
+        """Run the encoder graph on prepared inputs (no checks); returns wire codes."""
+        return self._run("encoder", self.manifest.input.name, CODES_OUTPUT, normed)
 
     @staticmethod
-    def check_latents_out(z: np.ndarray) -> None:
+    def check_latents_out(w: np.ndarray) -> None:
         """Refuse non-finite codes: they come from inputs far outside the training data."""
-        bad = first_nonfinite(z)
+        bad = first_nonfinite(w) if w.dtype.kind == "f" else None
         if bad is not None:
             raise InputError(
                 f"the encoder produced {bad[0]} non-finite code value(s) (first at {bad[1]}): "
                 "the input is far outside the data the model was trained on"
             )
 
-    def prepare_latents(self, z: Any) -> np.ndarray:
-        """Check a batch of latents (shape, dtype, NaN/Inf); return float32."""
-        arr = _check_batch(z, self.manifest.latent, what="latents", allow_int=False)
-        return _as_float32(arr, overflow="latents hold values past float32's range")
+    def prepare_codes(self, w: Any) -> np.ndarray:
+        """Check a batch of codes (shape, dtype, range, NaN/Inf); return float32 latents."""
+        fmt = self.manifest.codes
+        arr = _check_batch(w, self.manifest.latent, what="codes", allow_int=fmt.integer)
+        return fmt.dequantize(fmt.check_wire(arr))
 
     def run_decoder(self, z: np.ndarray) -> np.ndarray:
         """Run the decoder graph on checked float32 latents; returns the user's units."""
@@ -222,18 +236,25 @@ class Model:
         return m.normalization.inverse(self._run("decoder", m.latent.name, m.output.name, z))
 
     # -- codes messages -----------------------------------------------------------------
-    def to_codes(self, z: np.ndarray) -> codec_pb2.Codes:
-        """Wrap latents of this model in a Codes message."""
-        return codec_pb2.Codes(
+    def to_codes(
+        self, w: np.ndarray, input_shape: tuple[int, ...] | None = None
+    ) -> codec_pb2.Codes:
+        """Wrap wire codes of this model (from `encode`) in a Codes message; `input_shape`
+        records the per-sample shape before padding (see `pad_inputs`)."""
+        msg = codec_pb2.Codes(
             model_name=self.name,
             fingerprint=self.fingerprint,
             format=self.manifest.code_format,
-            count=len(z),
-            tensor=array_to_tensor(np.asarray(z, dtype=np.float32)),
+            count=len(w),
         )
+        self.manifest.codes.pack(w, msg)
+        if input_shape is not None:
+            msg.input_shape[:] = list(input_shape)
+        return msg
 
     def from_codes(self, msg: codec_pb2.Codes) -> np.ndarray:
-        """Latents from a Codes message, after checking it was made by this model's encoder."""
+        """Wire codes from a Codes message, after checking it was made by this model's
+        encoder and is intact (format tag, dtype, shape; an entropy stream decodes fully)."""
         if msg.fingerprint != self.fingerprint:
             raise FingerprintMismatch(
                 f"codes were made by model {msg.model_name or '?'!r} with fingerprint "
@@ -245,33 +266,67 @@ class Model:
             raise CodesError(
                 f"codes have format {msg.format!r}; model {self.name!r} uses {m.code_format!r}"
             )
-        if msg.tensor.dtype != m.latent.dtype:
+        return m.codes.unpack(msg)
+
+    def pad_inputs(self, x: Any) -> tuple[np.ndarray, tuple[int, ...] | None]:
+        """Images whose sides are not multiples of the model's stride, padded up to them by
+        repeating the edge pixels; returns (padded, original per-sample shape) or (x, None)
+        when no padding is needed."""
+        arr = np.asarray(x)
+        spec = self.manifest.input
+        m = spec.multiple_of
+        if arr.ndim != len(spec.shape) + 1 or m == 1:
+            return arr, None
+        pads = [(0, 0)]
+        for got, want in zip(arr.shape[1:], spec.shape, strict=True):
+            pads.append((0, -got % m) if want is None and got > 0 else (0, 0))
+        if not any(p for _, p in pads):
+            return arr, None
+        return np.pad(arr, pads, mode="edge"), tuple(int(s) for s in arr.shape[1:])
+
+    def crop_outputs(self, x_hat: np.ndarray, msg: codec_pb2.Codes) -> np.ndarray:
+        """Reconstructions cut back to the message's `input_shape` (when it was padded)."""
+        if not msg.input_shape:
+            return x_hat
+        shape = tuple(int(s) for s in msg.input_shape)
+        spec = self.manifest.output
+        fits = len(shape) == x_hat.ndim - 1 and all(
+            0 < s <= got and (want is not None or got - s < spec.multiple_of)
+            for s, got, want in zip(shape, x_hat.shape[1:], spec.shape, strict=True)
+        )
+        if not fits:
             raise CodesError(
-                f"format {m.code_format!r} carries {m.latent.dtype} codes, got {msg.tensor.dtype!r}"
+                f"codes say the samples had shape {list(shape)} before padding; the decoded "
+                f"samples have shape {list(x_hat.shape[1:])} (padding adds less than "
+                f"{spec.multiple_of} per side)"
             )
-        z = tensor_to_array(msg.tensor)
-        if z.ndim == 0 or z.shape[0] != msg.count:
-            raise CodesError(f"codes say count={msg.count} but the tensor has shape {z.shape}")
-        return z
+        return np.ascontiguousarray(x_hat[(slice(None), *(slice(0, s) for s in shape))])
 
     def encode_codes(
         self, x: Any, *, max_message_bytes: int = MESSAGE_BYTES, chunk: int | None = None
     ) -> Iterator[codec_pb2.Codes]:
         """Encode a batch into Codes messages of at most `chunk` samples, or else as many
-        as fit in `max_message_bytes` of code payload (at least one sample each)."""
+        as fit in `max_message_bytes` of code payload (at least one sample each). Images
+        of a size the model cannot take directly are padded (see `pad_inputs`)."""
         if chunk is not None and chunk < 1:
             raise ValueError(f"chunk must be >= 1, got {chunk}")
-        z = self.encode(x)
-        per_sample = max(1, z[:1].nbytes)
+        padded, original = self.pad_inputs(x)
+        w = self.encode(padded)
+        per_sample = max(1, w[:1].nbytes)  # entropy: symbols' size, an upper bound
         step = chunk or max(1, max_message_bytes // per_sample)
-        for start in range(0, max(len(z), 1), step):
-            yield self.to_codes(z[start : start + step])
+        for start in range(0, max(len(w), 1), step):
+            yield self.to_codes(w[start : start + step], original)
 
     def decode_codes(self, messages: Iterable[codec_pb2.Codes]) -> np.ndarray:
         """Decode Codes messages (e.g. a codes file) into one array of reconstructions."""
-        parts = [self.decode(self.from_codes(msg)) for msg in messages]
+        parts = [self.crop_outputs(self.decode(self.from_codes(m)), m) for m in messages]
         if not parts:
             raise CodesError("no codes to decode")
+        if len({p.shape[1:] for p in parts}) > 1:
+            raise CodesError(
+                "the codes hold samples of different shapes (images of several sizes); "
+                "decode them message by message"
+            )
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 

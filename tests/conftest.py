@@ -126,3 +126,46 @@ def error_line(capsys: pytest.CaptureFixture[str]) -> str:
     lines = [ln for ln in err.splitlines() if ln.startswith("latentwire: error:")]
     assert len(lines) == 1, err
     return lines[0]
+
+
+# -- code formats (tests/test_formats.py, tests/test_formats_server.py) --------------------
+FORMAT_NAMES = ("f32", "f16", "int8", "entropy")
+
+
+@pytest.fixture(scope="session")
+def format_pkgs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One briefly trained dense digits package (K=8) per code format, named digits-<fmt>."""
+    from latentwire.training.data import load_data
+    from latentwire.training.pipeline import train_and_export
+
+    ds = load_data("digits")
+    root = tmp_path_factory.mktemp("formats")
+    pkgs: dict[str, Path] = {}
+    for fmt in FORMAT_NAMES:
+        out = root / f"digits-{fmt}"
+        extra: dict[str, Any] = {"rate_lambda": 0.01} if fmt == "entropy" else {}
+        train_and_export(
+            ds,
+            name=f"digits-{fmt}",
+            out=out,
+            checkpoint=None,
+            resume=False,
+            seed=0,
+            progress=False,
+            epochs=10,
+            codec=fmt,
+            **extra,
+        )
+        pkgs[fmt] = out
+    return pkgs
+
+
+@pytest.fixture(scope="session")
+def format_repo(tmp_path_factory: pytest.TempPathFactory, format_pkgs: dict[str, Path]) -> Path:
+    """A model repository DIR/digits-<fmt>/1/ holding the four format packages."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("format-repo")
+    for fmt, pkg in format_pkgs.items():
+        shutil.copytree(pkg, root / f"digits-{fmt}" / "1")
+    return root

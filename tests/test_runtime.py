@@ -87,7 +87,7 @@ def test_nan_and_inf_are_refused_with_their_position(model: Model, digits_x: np.
         model.encode(x)
     z = model.encode(digits_x[:2])
     z[0, 0] = -np.inf
-    with pytest.raises(InputError, match="latents holds 1 NaN/Inf"):
+    with pytest.raises(InputError, match="codes holds 1 NaN/Inf"):
         model.decode(z)
     big = np.zeros((1, 8))  # float64: finite here, inf once cast to float32
     big[0, 3] = 1e39

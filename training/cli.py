@@ -120,6 +120,35 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
         help="auto = CUDA when torch sees a GPU (mixed precision there) (default: auto)",
     )
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g = p.add_argument_group("codes")
+    _add_codec_args(p, g, training=True)
+
+
+def _add_codec_args(p: argparse.ArgumentParser, g: Any, *, training: bool) -> None:
+    g.add_argument(
+        "--codec",
+        choices=["f32", "f16", "int8", "entropy"],
+        default=None if not training else "f32",
+        help="code format: f32 (4 bytes/value), f16 (2), int8 (1, affine per latent channel, "
+        "calibrated on the training split) or entropy (integer latents trained with a "
+        "learned prior, entropy-coded; fewest bytes)"
+        + (" (default: f32)" if training else " (default: entropy if trained with it, else f32)"),
+    )
+    if training:
+        g.add_argument(
+            "--rate-lambda",
+            type=float,
+            default=0.01,
+            metavar="L",
+            help="--codec entropy: weight of the rate term, loss = MSE + L * bits per input "
+            "value; larger = fewer bytes, lower PSNR (default: 0.01)",
+        )
+    g.add_argument(
+        "--int8-weights",
+        action="store_true",
+        help="store the encoder's weights as int8 (onnxruntime.quantization): a smaller "
+        "edge graph; its size and PSNR cost are recorded in the manifest",
+    )
 
 
 def add_command(sub: Any, name: str) -> None:
@@ -176,7 +205,39 @@ def add_command(sub: Any, name: str) -> None:
             "--out", type=Path, required=True, metavar="DIR", help="model package to write"
         )
         p.add_argument("--name", help="model name (default: the checkpoint's)")
+        _add_codec_args(p, p.add_argument_group("codes"), training=False)
         p.set_defaults(func=run_export)
+    elif name == "evaluate":
+        p = sub.add_parser(
+            "evaluate",
+            help="rate-distortion report: models vs PCA, JPEG, WebP, zlib/zstd",
+            description="Measure bytes per sample (bits per pixel for images) against "
+            "PSNR (and SSIM for images) for each model's code formats and for PCA at the "
+            "same bytes and quantisation, JPEG and WebP (payload-only and whole-file "
+            "bytes) and zlib/zstd, on test samples no model trained on. Writes "
+            "OUTDIR/report.json (schema: latentwire.training.report), rd.png and report.md.",
+        )
+        p.add_argument(
+            "--model",
+            action="append",
+            required=True,
+            type=Path,
+            metavar="DIR",
+            help="model package; repeat to put several models on one plot",
+        )
+        p.add_argument(
+            "--data",
+            required=True,
+            metavar="DATA",
+            help="array data: the models' training data (its validation split is the "
+            "test set), e.g. digits; image models: whole images they did not train on, "
+            "e.g. sample-images:flower, a PNG/JPEG file or a folder",
+        )
+        p.add_argument(
+            "--report", required=True, type=Path, metavar="OUTDIR", help="folder to write"
+        )
+        p.add_argument("--json", action="store_true", help="print report.json instead of the table")
+        p.set_defaults(func=run_evaluate)
     elif name == "demo":
         p = sub.add_parser(
             "demo",
@@ -231,6 +292,10 @@ def run_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=args.device,
         progress=not args.no_progress,
+        codec=args.codec,
+        rate_lambda=args.rate_lambda,
+        int8_weights=args.int8_weights,
+        data_options={"key": args.key, "patch": args.patch},
     )
     print(result.summary())
     return 0
@@ -240,8 +305,38 @@ def run_export(args: argparse.Namespace) -> int:
     _need_torch()
     from .pipeline import export_checkpoint
 
-    manifest = export_checkpoint(args.checkpoint, out=args.out, name=args.name)
-    print(f"exported {manifest['name']} (fingerprint {manifest['fingerprint']}) -> {args.out}")
+    manifest = export_checkpoint(
+        args.checkpoint,
+        out=args.out,
+        name=args.name,
+        codec=args.codec,
+        int8_weights=args.int8_weights,
+    )
+    print(
+        f"exported {manifest['name']} (fingerprint {manifest['fingerprint']}, codes "
+        f"{manifest['codes']['format']}) -> {args.out}"
+    )
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    try:
+        import matplotlib  # noqa: F401
+        import sklearn  # noqa: F401
+    except ImportError as exc:
+        raise DataError(
+            f"evaluate needs the training extra ({exc.name} is missing): "
+            "pip install torch==2.13.0 'latentwire[cpu,train]'"
+        ) from None
+    from .evaluate import evaluate, format_table
+
+    result = evaluate(args.model, args.data, args.report)
+    if args.json:
+        print(Path(result["paths"]["json"]).read_text(), end="")
+        return 0
+    print(format_table(result["points"], result["is_image"]))
+    print(json.dumps(result["summary"], indent=2))
+    print(f"report: {', '.join(result['paths'].values())}")
     return 0
 
 

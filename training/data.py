@@ -17,7 +17,15 @@ from latentwire.runtime.arrays import read_array
 from latentwire.runtime.errors import DataError
 from latentwire.runtime.model import first_nonfinite
 
-BUILTIN = ("digits", "breast-cancer", "sample-images")
+BUILTIN = (
+    "digits",
+    "breast-cancer",
+    "sample-images",
+    "sample-images:china",
+    "sample-images:flower",
+)
+PHOTOS = ("china", "flower")
+"""scikit-learn's two sample photos (china.jpg, flower.jpg), 427x640 RGB."""
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 DEEP_GRAY_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 """PIL modes of 16-bit and 32-bit greyscale images: read as they are, not cut to 8 bits."""
@@ -71,11 +79,25 @@ def _breast_cancer() -> Dataset:
     return _finish(x, name="breast-cancer", source="breast-cancer", image=False, norm="standard")
 
 
-def sample_image_patches(patch: int = 32, stride: int | None = None) -> np.ndarray:
-    """Patches (N, 3, patch, patch) cut on a grid from scikit-learn's two sample photos."""
+def sample_photos(which: str | None = None) -> list[np.ndarray]:
+    """scikit-learn's sample photos as (427, 640, 3) uint8: both, or one by name."""
     from sklearn.datasets import load_sample_images
 
-    images = load_sample_images().images  # (427, 640, 3) uint8
+    bunch = load_sample_images()
+    names = [Path(f).stem for f in bunch.filenames]
+    if which is None:
+        return list(bunch.images)
+    if which not in names:
+        raise DataError(f"unknown sample photo {which!r}; choose one of {', '.join(names)}")
+    return [bunch.images[names.index(which)]]
+
+
+def sample_image_patches(
+    patch: int = 32, stride: int | None = None, which: str | None = None
+) -> np.ndarray:
+    """Patches (N, 3, patch, patch) cut on a grid from scikit-learn's sample photos (both,
+    or the one named `which`)."""
+    images = sample_photos(which)
     largest = min(min(img.shape[:2]) for img in images)
     if not 2 <= patch <= largest:
         raise DataError(
@@ -94,9 +116,34 @@ def sample_image_patches(patch: int = 32, stride: int | None = None) -> np.ndarr
     return np.stack(out).astype(np.float32)
 
 
-def _sample_images(patch: int) -> Dataset:
-    x = sample_image_patches(patch)
-    return _finish(x, name="sample-images", source="sample-images", image=True, norm="scale")
+def _sample_images(patch: int, which: str | None = None) -> Dataset:
+    x = sample_image_patches(patch, which=which)
+    source = f"sample-images:{which}" if which else "sample-images"
+    name = f"sample-images-{which}" if which else "sample-images"
+    return _finish(x, name=name, source=source, image=True, norm="scale")
+
+
+def load_whole_images(spec: str) -> list[np.ndarray]:
+    """Whole images (1, C, H, W) float32 in 0..255 for evaluation: `sample-images:NAME`,
+    `sample-images` (both photos), a PNG/JPEG file, or a folder of them."""
+    if spec == "sample-images" or spec.startswith("sample-images:"):
+        which = spec.partition(":")[2] or None
+        return [img.transpose(2, 0, 1)[None].astype(np.float32) for img in sample_photos(which)]
+    path = Path(spec)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    elif path.suffix.lower() in IMAGE_SUFFIXES:
+        files = [path]
+    else:
+        raise DataError(
+            f"{spec}: an image model is evaluated on whole images: sample-images:flower, "
+            "a PNG/JPEG file or a folder of them"
+        )
+    if not files:
+        raise DataError(f"{spec}: no PNG or JPEG images")
+    from latentwire.runtime.images import read_images
+
+    return [img[None] for img in read_images(files)]
 
 
 def _image_folder(path: Path) -> np.ndarray:
@@ -148,6 +195,8 @@ def load_data(spec: str, *, key: str | None = None, patch: int = 32) -> Dataset:
         return _breast_cancer()
     if spec == "sample-images":
         return _sample_images(patch)
+    if spec.startswith("sample-images:"):
+        return _sample_images(patch, spec.partition(":")[2])
     path = Path(spec)
     if not path.exists():
         looks_like_name = not path.suffix and "/" not in spec

@@ -27,6 +27,7 @@ import torch
 from latentwire.runtime import __version__
 from latentwire.runtime._ort import create_session
 from latentwire.runtime.errors import LatentwireError
+from latentwire.runtime.formats import CODES_OUTPUT, CodeFormat
 from latentwire.runtime.manifest import (
     FINGERPRINT_KEY,
     MANIFEST_FILE,
@@ -102,6 +103,77 @@ def _strip_exporter_metadata(model: onnx.ModelProto) -> None:
     del model.metadata_props[:]
 
 
+def fold_quantizer(model: onnx.ModelProto, fmt: CodeFormat) -> None:
+    """End the encoder graph in the format's quantiser: a first output `codes` with the
+    wire values (the float latents `z` stay as the second output).
+
+    f32: Identity; f16: Cast; int8: Sub(offset) then QuantizeLinear per channel (axis 1,
+    zero point 0); entropy: Round, clipped to each channel's table, Cast to int32.
+    """
+    g = model.graph
+    z_out = g.output[0]
+    z = z_out.name
+    rank = len(z_out.type.tensor_type.shape.dim)
+    k = len(fmt.lo)
+    cshape = [k] + [1] * (rank - 2)  # per channel, broadcast against (N, K, ...)
+    h = onnx.helper
+    nodes: list[onnx.NodeProto] = []
+    inits: list[onnx.TensorProto] = []
+    elem = onnx.TensorProto.FLOAT
+
+    def const(name: str, values: np.ndarray, shape: list[int]) -> str:
+        inits.append(onnx.numpy_helper.from_array(values.reshape(shape), f"codes_{name}"))
+        return f"codes_{name}"
+
+    if fmt.name == "f32":
+        nodes.append(h.make_node("Identity", [z], [CODES_OUTPUT]))
+    elif fmt.name == "f16":
+        nodes.append(h.make_node("Cast", [z], [CODES_OUTPUT], to=onnx.TensorProto.FLOAT16))
+        elem = onnx.TensorProto.FLOAT16
+    elif fmt.name == "int8":
+        assert fmt.scale is not None and fmt.offset is not None
+        offset = const("offset", fmt.offset.astype(np.float32), cshape)
+        scale = const("scale", fmt.scale.astype(np.float32), [k])
+        zero = const("zero_point", np.zeros(k, dtype=np.int8), [k])
+        nodes.append(h.make_node("Sub", [z, offset], ["codes_centred"]))
+        nodes.append(
+            h.make_node("QuantizeLinear", ["codes_centred", scale, zero], [CODES_OUTPUT], axis=1)
+        )
+        elem = onnx.TensorProto.INT8
+    else:
+        assert fmt.prior is not None
+        lo = const("low", fmt.prior.low.astype(np.float32), cshape)
+        hi = const("high", fmt.prior.high.astype(np.float32), cshape)
+        nodes.append(h.make_node("Round", [z], ["codes_rounded"]))
+        nodes.append(h.make_node("Max", ["codes_rounded", lo], ["codes_above"]))
+        nodes.append(h.make_node("Min", ["codes_above", hi], ["codes_clipped"]))
+        nodes.append(
+            h.make_node("Cast", ["codes_clipped"], [CODES_OUTPUT], to=onnx.TensorProto.INT32)
+        )
+        elem = onnx.TensorProto.INT32
+    g.node.extend(nodes)
+    g.initializer.extend(inits)
+    dims = [d.dim_param or d.dim_value for d in z_out.type.tensor_type.shape.dim]
+    g.output.insert(0, h.make_tensor_value_info(CODES_OUTPUT, elem, dims))
+
+
+def _int8_weights(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The encoder with int8 weights (onnxruntime.quantization, dynamic: weights stored as
+    int8, activations quantised at run time)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / "float.onnx", Path(tmp) / "int8.onnx"
+        onnx.save(model, src)
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            quantize_dynamic(src, dst, weight_type=QuantType.QInt8)
+        quantized = onnx.load(dst)
+    quantized.producer_name, quantized.producer_version = "latentwire", __version__
+    del quantized.metadata_props[:]
+    return quantized
+
+
 def _dynamic_axes(cfg: ModelConfig, for_latent: bool) -> dict[int, Any]:
     batch = torch.export.Dim("batch", min=1, max=1 << 20)
     if cfg.kind == "dense":
@@ -162,6 +234,30 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _codes_parity(session: Any, fmt: CodeFormat, samples: np.ndarray) -> float:
+    """Check the graph's folded quantiser against its numpy twin on real latents; returns
+    the fraction of int8 codes one step off (float division order), 0 for other formats."""
+    w, z = session.run([CODES_OUTPUT, "z"], {"x": samples})
+    want = fmt.quantize(z)
+    if w.dtype != want.dtype or w.shape != want.shape:
+        raise ExportError(
+            f"encoder codes are {w.dtype} {w.shape}, expected {want.dtype} {want.shape}"
+        )
+    diff = np.abs(w.astype(np.int64) - want.astype(np.int64)) if fmt.integer else None
+    if diff is None:
+        if not np.array_equal(w, want):
+            raise ExportError(f"the encoder's {fmt.name} codes differ from the format's definition")
+        return 0.0
+    if diff.max(initial=0) > 1:
+        raise ExportError(f"the encoder's {fmt.name} codes are off by {diff.max()} steps")
+    return float((diff > 0).mean())
+
+
+def _psnr(a: np.ndarray, b: np.ndarray, data_range: float) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b) ** 2))
+    return float("inf") if mse == 0 else 10 * float(np.log10(data_range**2 / mse))
+
+
 def export_package(
     model: Autoencoder,
     cfg: ModelConfig,
@@ -170,13 +266,18 @@ def export_package(
     name: str,
     normalization: dict[str, Any],
     samples: np.ndarray,
+    codes: CodeFormat | None = None,
     info: dict[str, Any] | None = None,
-    code_format: str = "f32",
+    int8_weights: bool = False,
 ) -> dict[str, Any]:
     """Export `model` to a package at `out`; returns the manifest.
 
     `samples` are inputs in model (normalised) units used for the parity check; real data
-    keeps the check honest about the values the graphs will see.
+    keeps the check honest about the values the graphs will see. `codes` is the code
+    format (with its calibration); its quantiser is folded into the encoder graph. None
+    means f32, calibrated on the latents of `samples`.
+    `int8_weights` stores the encoder's weights as int8 (its size and PSNR cost on
+    `samples` are recorded under files.encoder.int8_weights).
     """
     out = check_destination(out)
     model = model.to("cpu").float().eval()
@@ -184,12 +285,48 @@ def export_package(
     example = torch.from_numpy(samples[:2])
     with torch.no_grad():
         latents = model.encoder(torch.from_numpy(samples)).numpy()
+    if codes is None:
+        axes = tuple(i for i in range(latents.ndim) if i != 1)
+        codes = CodeFormat.build("f32", latents.min(axis=axes), latents.max(axis=axes))
     enc = _to_onnx(model.encoder, example, ("x", "z"), _dynamic_axes(cfg, False))
+    fold_quantizer(enc, codes)
+    onnx.checker.check_model(enc, full_check=True)
     dec = _to_onnx(
         model.decoder, torch.from_numpy(latents[:2]), ("z", "x_hat"), _dynamic_axes(cfg, True)
     )
 
+    # the conv graphs have free height/width: check them at a second, non-square size too
     conv = cfg.kind == "conv"
+    other_x = (np.tile(samples[:7], (1, 1, 2, 3)),) if conv else ()
+    with torch.no_grad():
+        other_z = tuple(model.encoder(torch.from_numpy(x)).numpy() for x in other_x)
+    float_enc = enc.SerializeToString()
+    enc_err = check_parity(
+        model.encoder, float_enc, ("x", "z"), samples, label="encoder", extra=other_x
+    )
+    session = create_session(float_enc, "cpu", label="codes parity", announce=False)
+    off_by_one = _codes_parity(session, codes, samples)
+    dec_session = create_session(
+        dec.SerializeToString(), "cpu", label="decoder parity", announce=False
+    )
+    weights_report: dict[str, Any] | None = None
+    if int8_weights:
+        enc = _int8_weights(enc)
+        q_session = create_session(enc.SerializeToString(), "cpu", label="int8", announce=False)
+        data_range = float(samples.max() - samples.min()) or 1.0
+        recon = {}
+        for label, sess in (("float", session), ("int8", q_session)):
+            w = sess.run([CODES_OUTPUT], {"x": samples})[0]
+            z_hat = codes.dequantize(w)
+            recon[label] = _psnr(samples, dec_session.run(["x_hat"], {"z": z_hat})[0], data_range)
+        weights_report = {
+            "float_bytes": len(float_enc),
+            "psnr_db_float": round(recon["float"], 4),
+            "psnr_db_int8": round(recon["int8"], 4),
+            "psnr_cost_db": round(recon["float"] - recon["int8"], 4),
+            "measured_on": f"{len(samples)} validation samples, model units",
+        }
+
     in_shape: list[int | None] = [cfg.input_shape[0], None, None] if conv else list(cfg.input_shape)
     lat_shape: list[int | None] = [cfg.latent_dim, None, None] if conv else list(latent_shape(cfg))
     manifest: dict[str, Any] = {
@@ -206,9 +343,9 @@ def export_package(
             "multiple_of": cfg.stride,
         },
         "normalization": normalization,
-        "codes": {"format": code_format},
+        "codes": codes.to_dict(),
         "files": {},
-        "onnx": {"opset": OPSET, "ir_version": int(enc.ir_version)},
+        "onnx": {"opset": OPSET, "ir_version": int(dec.ir_version)},
         "model": cfg.to_dict(),
         "training": info or {},
         "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -220,6 +357,8 @@ def export_package(
             "path": f"{role}.onnx",
             "graph_sha256": _sha256(graph.SerializeToString()),
         }
+    if weights_report is not None:
+        manifest["files"]["encoder"]["int8_weights"] = weights_report
     fingerprint = compute_fingerprint(manifest)
     manifest["fingerprint"] = fingerprint
     blobs: dict[str, bytes] = {}
@@ -231,13 +370,6 @@ def export_package(
         blobs[role] = graph.SerializeToString()
         manifest["files"][role].update(sha256=_sha256(blobs[role]), bytes=len(blobs[role]))
 
-    # the conv graphs have free height/width: check them at a second, non-square size too
-    other_x = (np.tile(samples[:7], (1, 1, 2, 3)),) if conv else ()
-    with torch.no_grad():
-        other_z = tuple(model.encoder(torch.from_numpy(x)).numpy() for x in other_x)
-    enc_err = check_parity(
-        model.encoder, blobs["encoder"], ("x", "z"), samples, label="encoder", extra=other_x
-    )
     dec_err = check_parity(
         model.decoder, blobs["decoder"], ("z", "x_hat"), latents, label="decoder", extra=other_z
     )
@@ -246,7 +378,17 @@ def export_package(
         "encoder": enc_err,
         "decoder": dec_err,
         "batches": list(PARITY_BATCHES),
+        "codes_off_by_one_fraction": off_by_one,
     }
+    if weights_report is not None:
+        manifest["onnx"]["parity_max_abs_error"]["encoder_checked_before_int8_weights"] = True
+        log.info(
+            "int8 encoder weights: %d -> %d bytes, PSNR %.2f -> %.2f dB on the parity samples",
+            weights_report["float_bytes"],
+            len(blobs["encoder"]),
+            weights_report["psnr_db_float"],
+            weights_report["psnr_db_int8"],
+        )
     log.info(
         "parity ok: encoder %.2g, decoder %.2g (max abs error, batches %s)",
         enc_err,

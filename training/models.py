@@ -11,6 +11,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .prior import DensityModel
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -28,6 +30,8 @@ class ModelConfig:
     """Conv: channels of the stride-2 stages; the total stride is 2 ** len(channels)."""
     output_activation: str = "sigmoid"
     """"sigmoid" when training data (after normalisation) lies in [0, 1], else "identity"."""
+    prior: bool = False
+    """Integer latents with a learned factorised prior (the `entropy` code format)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -52,8 +56,17 @@ class ModelConfig:
             hidden=tuple(d["hidden"]),
             channels=tuple(d["channels"]),
             output_activation=d["output_activation"],
+            prior=bool(d.get("prior", False)),
             extra=dict(d.get("extra", {})),
         )
+
+
+def _forward(model: DenseAutoencoder | ConvAutoencoder, x: torch.Tensor) -> torch.Tensor:
+    """Reconstruction as deployed: latents rounded to integers when there is a prior."""
+    z = model.encoder(x)
+    if model.prior is not None:
+        z = torch.round(z)
+    return model.decoder(z)  # type: ignore[no-any-return]
 
 
 def _activation(name: str) -> nn.Module:
@@ -82,9 +95,10 @@ class DenseAutoencoder(nn.Module):
         ]
         self.encoder = nn.Sequential(*enc)
         self.decoder = nn.Sequential(*dec)
+        self.prior = DensityModel(cfg.latent_dim) if cfg.prior else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.encoder(x))  # type: ignore[no-any-return]
+        return _forward(self, x)
 
 
 class ConvAutoencoder(nn.Module):
@@ -112,9 +126,10 @@ class ConvAutoencoder(nn.Module):
         dec.append(_activation(cfg.output_activation))
         self.encoder = nn.Sequential(*enc)
         self.decoder = nn.Sequential(*dec)
+        self.prior = DensityModel(cfg.latent_dim) if cfg.prior else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.encoder(x))  # type: ignore[no-any-return]
+        return _forward(self, x)
 
 
 Autoencoder = DenseAutoencoder | ConvAutoencoder

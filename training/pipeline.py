@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +11,10 @@ import numpy as np
 import torch
 
 from latentwire.runtime.errors import DataError
+from latentwire.runtime.formats import FORMATS, CodeFormat
+from latentwire.runtime.model import Model
 
-from .data import Dataset
+from .data import Dataset, load_data, split
 from .export import check_destination, export_package
 from .models import Autoencoder, ModelConfig, latent_shape
 from .trainer import (
@@ -41,23 +43,66 @@ def reconstruct(model: Autoencoder, x: np.ndarray, norm: dict[str, Any]) -> np.n
     return n.inverse(out)
 
 
+@torch.no_grad()
+def latents_of(model: Autoencoder, x_normed: np.ndarray, batch: int = 512) -> np.ndarray:
+    """Float latents of normalised samples, in batches."""
+    parts = [
+        model.encoder(torch.from_numpy(np.ascontiguousarray(x_normed[s : s + batch]))).numpy()
+        for s in range(0, len(x_normed), batch)
+    ]
+    return np.concatenate(parts)
+
+
+def calibrate(model: Autoencoder, x_normed_train: np.ndarray, codec: str) -> CodeFormat:
+    """The code format `codec` calibrated on the training split: per-channel latent range
+    (int8's scale and offset come from it) and, for entropy, the prior's integer tables on
+    the support the training symbols use."""
+    if codec not in FORMATS:
+        raise DataError(f"--codec must be one of {', '.join(FORMATS)}, got {codec!r}")
+    z = latents_of(model, x_normed_train)
+    axes = tuple(i for i in range(z.ndim) if i != 1)
+    lo, hi = z.min(axis=axes), z.max(axis=axes)
+    prior = None
+    if codec == "entropy":
+        if model.prior is None:
+            raise DataError(
+                "--codec entropy needs a model trained with its prior: train it with "
+                "`latentwire train --codec entropy`"
+            )
+        prior = model.prior.tables(np.rint(z).astype(np.int64))
+    return CodeFormat.build(codec, lo, hi, prior)
+
+
+def measure_package(out: Path, x: np.ndarray, data_range: float) -> dict[str, float]:
+    """Encode and decode `x` through the exported package (ONNX Runtime, the real codes
+    messages); returns code bytes per sample and PSNR."""
+    pkg = Model(out, providers="cpu")
+    messages = list(pkg.encode_codes(x))
+    x_hat = pkg.decode_codes(messages)
+    payload = sum(len(m.tensor.data) for m in messages)
+    return {"bytes_per_sample": payload / len(x), "psnr_db": psnr(x, x_hat, data_range)}
+
+
 @dataclass
 class TrainedPackage:
     result: TrainResult
     manifest: dict[str, Any]
     out: Path
     val_psnr: float
+    measured: dict[str, float]
 
     def summary(self) -> str:
         m, r = self.manifest, self.result
         lat = latent_shape(r.model_config)
-        code_bytes = int(np.prod(lat)) * 4
         raw = int(np.prod(r.model_config.input_shape)) * 4
+        code_bytes = self.measured["bytes_per_sample"]
+        fmt = m["codes"]["format"]
         return (
             f"trained {m['name']}: {r.epochs_run} epochs, best val loss {r.best_val:.6g}, "
-            f"val PSNR {self.val_psnr:.2f} dB\n"
-            f"package {self.out} (fingerprint {m['fingerprint']}): latent {lat} float32 = "
-            f"{code_bytes} bytes/sample vs {raw} raw float32 ({raw / code_bytes:.1f}x)"
+            f"val PSNR {self.val_psnr:.2f} dB (float latents)\n"
+            f"package {self.out} (fingerprint {m['fingerprint']}): latent {lat}, codes {fmt}: "
+            f"{code_bytes:.1f} bytes/sample vs {raw} raw float32 ({raw / code_bytes:.1f}x), "
+            f"val PSNR {self.measured['psnr_db']:.2f} dB through the package"
         )
 
 
@@ -105,10 +150,16 @@ def train_and_export(
     hidden: tuple[int, ...] = (128, 64),
     channels: tuple[int, ...] = (64, 96, 128),
     normalize: str = "auto",
+    codec: str = "f32",
+    int8_weights: bool = False,
+    data_options: dict[str, Any] | None = None,
     **train_kwargs: Any,
 ) -> TrainedPackage:
     check_destination(out)  # before training, not after it
+    if codec not in FORMATS:
+        raise DataError(f"--codec must be one of {', '.join(FORMATS)}, got {codec!r}")
     cfg = make_config(data, model=model, latent_dim=latent_dim, hidden=hidden, channels=channels)
+    cfg = replace(cfg, prior=codec == "entropy")
     tcfg = TrainConfig(**train_kwargs)
     result = train(
         data,
@@ -118,17 +169,21 @@ def train_and_export(
         checkpoint=checkpoint,
         resume=resume,
         name=name,
+        data_options=data_options,
     )
     assert result.train_index is not None and result.val_index is not None
     x_tr, x_val = data.x[result.train_index], data.x[result.val_index]
     data_range = float(x_tr.max() - x_tr.min()) or 1.0
     val_psnr = psnr(x_val, reconstruct(result.model, x_val, result.normalization), data_range)
-    samples = normalizer(result.normalization, x_val.shape[1:]).forward(x_val[:256])
+    norm = normalizer(result.normalization, x_val.shape[1:])
+    samples = norm.forward(x_val[:256])
+    codes = calibrate(result.model, norm.forward(x_tr).astype(np.float32), codec)
     info = {
         "data": data.source,
         "n_train": len(x_tr),
         "n_val": len(x_val),
         "seed": tcfg.seed,
+        "val_fraction": tcfg.val_fraction,
         "epochs": result.epochs_run,
         "loss": result.loss,
         "noise": tcfg.noise,
@@ -136,6 +191,8 @@ def train_and_export(
         "val_psnr_db": round(val_psnr, 3),
         "data_range": data_range,
     }
+    if result.model_config.prior:
+        info["rate_lambda"] = tcfg.rate_lambda
     manifest = export_package(
         result.model,
         result.model_config,
@@ -144,15 +201,44 @@ def train_and_export(
         normalization=result.normalization,
         samples=samples,
         info=info,
+        codes=codes,
+        int8_weights=int8_weights,
     )
-    return TrainedPackage(result, manifest, out, val_psnr)
+    measured = measure_package(out, x_val, data_range)
+    return TrainedPackage(result, manifest, out, val_psnr, measured)
 
 
-def export_checkpoint(path: Path, *, out: Path, name: str | None = None) -> dict[str, Any]:
-    """Re-export the best weights of a checkpoint (same parity checks as training)."""
+def _training_split(ckpt: dict[str, Any], path: Path) -> np.ndarray:
+    """The checkpoint's training split, normalised, reloaded from its data (for calibration)."""
+    ident = ckpt["identity"]
+    opts = dict(ckpt.get("data_options") or {})
+    try:
+        data = load_data(ident["data"], key=opts.get("key"), patch=int(opts.get("patch", 32)))
+    except DataError as exc:
+        raise DataError(
+            f"export calibrates the codes on the training data of {path}, which cannot be "
+            f"loaded again: {exc}"
+        ) from None
+    train_idx, _ = split(len(data.x), ident["val_fraction"], ident["seed"])
+    x_tr = data.x[train_idx]
+    return normalizer(ident["normalization"], x_tr.shape[1:]).forward(x_tr).astype(np.float32)
+
+
+def export_checkpoint(
+    path: Path,
+    *,
+    out: Path,
+    name: str | None = None,
+    codec: str | None = None,
+    int8_weights: bool = False,
+) -> dict[str, Any]:
+    """Re-export the best weights of a checkpoint (same parity checks as training), with
+    code format `codec` (default: entropy for a model trained with a prior, else f32)."""
     ckpt = load_checkpoint(path)
     model, cfg = model_from_checkpoint(ckpt)
     samples = ckpt["parity_samples"].numpy()
+    codec = codec or ("entropy" if cfg.prior else "f32")
+    codes = calibrate(model, _training_split(ckpt, path), codec)
     info = {
         "data": ckpt["identity"]["data"],
         "seed": ckpt["identity"]["seed"],
@@ -169,4 +255,6 @@ def export_checkpoint(path: Path, *, out: Path, name: str | None = None) -> dict
         normalization=ckpt["identity"]["normalization"],
         samples=samples,
         info=info,
+        codes=codes,
+        int8_weights=int8_weights,
     )

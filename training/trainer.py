@@ -49,6 +49,9 @@ class TrainConfig:
     """Denoising: "gaussian:SIGMA" or "mask:P" corrupts inputs, the target stays clean."""
     device: str = "auto"
     """auto | cpu | cuda; mixed precision is used on CUDA."""
+    rate_lambda: float = 0.01
+    """Models with a prior (the entropy format): loss = distortion + rate_lambda * bits per
+    input value (bits per sample / values per sample)."""
     progress: bool = True
 
 
@@ -145,6 +148,7 @@ def train(
     checkpoint: Path | None = None,
     resume: bool = False,
     name: str | None = None,
+    data_options: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train an autoencoder on `data` and return the best model (by validation loss)."""
     train_idx, val_idx = split(len(data.x), config.val_fraction, config.seed)
@@ -193,6 +197,7 @@ def train(
         "batch_size": config.batch_size,
         "lr": config.lr,
         "weight_decay": config.weight_decay,
+        "rate_lambda": config.rate_lambda if model_config.prior else None,
     }
     if resume and checkpoint is not None and checkpoint.exists():
         ckpt = load_checkpoint(checkpoint)
@@ -225,6 +230,32 @@ def train(
         ):
             return model(x)  # type: ignore[no-any-return]
 
+    prior = model.prior
+
+    def objective(
+        inp: torch.Tensor, target: torch.Tensor, noise: torch.Generator | None
+    ) -> tuple[torch.Tensor, float]:
+        """(loss, bits per sample). With a prior: rate-distortion loss; training (noise
+        given) adds U(-0.5, 0.5) for the rate and rounds straight-through for the
+        decoder, evaluation rounds."""
+        if prior is None:
+            return loss_fn(forward(inp), target), 0.0
+        with torch.autocast(
+            device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
+        ):
+            y = model.encoder(inp).float()
+            rounded = torch.round(y)
+            if noise is not None:
+                u = torch.rand(y.shape, generator=noise, dtype=y.dtype).to(y.device) - 0.5
+                bits = prior.bits(y + u)
+                y_dec = y + (rounded - y).detach()
+            else:
+                bits = prior.bits(rounded)
+                y_dec = rounded
+            out = model.decoder(y_dec)
+        rate = bits / target.numel()
+        return loss_fn(out, target) + config.rate_lambda * rate, float(bits.detach()) / len(target)
+
     val_gen_seed = config.seed + 1
     show = config.progress and sys.stderr.isatty()
     bar = None
@@ -253,7 +284,7 @@ def train(
         for s in range(0, len(xt), config.batch_size):
             target = xt[order[s : s + config.batch_size]]
             inp = corrupt(target, gen) if corrupt else target
-            loss = loss_fn(forward(inp), target)
+            loss, _ = objective(inp, target, gen)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
             scaler.step(opt)
@@ -263,16 +294,22 @@ def train(
         model.eval()
         with torch.no_grad():
             vin = corrupt(xv, torch.Generator().manual_seed(val_gen_seed)) if corrupt else xv
-            val = float(loss_fn(forward(vin), xv))
+            val_t, val_bits = objective(vin, xv, None)
+            val = float(val_t)
         train_loss = total / seen
         history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val})
+        if prior is not None:
+            history[-1]["val_bits_per_sample"] = val_bits
         if val < best_val:
             best_val, bad_epochs = val, 0
             best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         else:
             bad_epochs += 1
         if bar is not None:
-            bar.set_postfix(loss=f"{train_loss:.5f}", val=f"{val:.5f}", best=f"{best_val:.5f}")
+            extra = {"bits": f"{val_bits:.1f}"} if prior is not None else {}
+            bar.set_postfix(
+                loss=f"{train_loss:.5f}", val=f"{val:.5f}", best=f"{best_val:.5f}", **extra
+            )
             bar.update(1)
         if not show and config.progress and (epoch % 25 == 0 or epoch == 1):
             log.info("epoch %d: loss %.6f, val %.6f (best %.6f)", epoch, train_loss, val, best_val)
@@ -283,6 +320,7 @@ def train(
                     "version": CHECKPOINT_VERSION,
                     "identity": identity,
                     "name": name or data.name,
+                    "data_options": data_options or {},
                     "is_image": data.is_image,
                     "loss": loss_name,
                     "train_config": asdict(config),

@@ -18,16 +18,18 @@ SERVICE = "latentwire.v1.Codec"
 _F16_MAX = float(np.finfo(np.float16).max)
 
 
-def run_decode(v: Version, z: np.ndarray, deadline: float | None) -> np.ndarray:
-    """Checked latents -> reconstructions in the user's units, through the batcher."""
-    arr = v.model.prepare_latents(z)
+def run_decode(v: Version, w: np.ndarray, deadline: float | None) -> np.ndarray:
+    """Codes (wire values of the package's format) -> reconstructions in the user's
+    units, through the batcher."""
+    arr = v.model.prepare_codes(w)
     if len(arr) == 0:
         raise InputError("empty batch: send at least one sample of codes")
     return v.decoder.submit(arr, deadline)
 
 
 def run_encode(v: Version, x: np.ndarray, deadline: float | None) -> np.ndarray:
-    """Samples in the user's units -> float32 latents, through the batcher."""
+    """Samples in the user's units -> codes (wire values of the package's format),
+    through the batcher."""
     arr = v.model.prepare_inputs(x)
     if len(arr) == 0:
         raise InputError("empty batch: send at least one sample")
@@ -76,8 +78,9 @@ class CodecService:
         codes = request.codes
         check_output_dtype(request.output_dtype)
         v = self.registry.route(codes.model_name, codes.fingerprint)
-        z = v.model.from_codes(codes)
-        x = cast_output(run_decode(v, z, deadline_of(context)), request.output_dtype)
+        w = v.model.from_codes(codes)
+        x = v.model.crop_outputs(run_decode(v, w, deadline_of(context)), codes)
+        x = cast_output(x, request.output_dtype)
         return codec_pb2.DecodeResponse(
             id=request.id,
             model_name=v.name,
@@ -117,8 +120,11 @@ class CodecService:
             x = tensor_to_array(request.inputs)
         except CodesError as exc:
             raise InputError(f"inputs: {exc}") from None
-        z = run_encode(v, x, deadline_of(context))
-        return codec_pb2.EncodeResponse(model_version=v.version, codes=v.model.to_codes(z))
+        padded, original = v.model.pad_inputs(x)
+        w = run_encode(v, padded, deadline_of(context))
+        return codec_pb2.EncodeResponse(
+            model_version=v.version, codes=v.model.to_codes(w, original)
+        )
 
     def _pick(self, name: str, version: str, fingerprint: str = "") -> Version:
         if fingerprint:

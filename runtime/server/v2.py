@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import grpc
@@ -54,6 +55,13 @@ _TYPED = {  # the InferTensorContents field holding each datatype
 }
 
 
+_V2_NAMES = {np.dtype(d).name: name for name, d in _DTYPES.items()}
+
+
+def _v2_datatype(dtype: str) -> str:
+    return _V2_NAMES[np.dtype(dtype).name]
+
+
 def _v2_shape(spec: TensorSpec) -> list[int]:
     return [-1, *(-1 if d is None else d for d in spec.shape)]
 
@@ -77,8 +85,11 @@ class V2Service:
 
     @staticmethod
     def _io(v: Version, role: str) -> tuple[TensorSpec, TensorSpec]:
+        """(input, output) of a V2 model. The latent tensor carries the package's codes in
+        their wire dtype (FP32, FP16, INT8, or INT32 entropy symbols)."""
         m = v.model.manifest
-        return (m.latent, m.output) if role == "decoder" else (m.input, m.latent)
+        codes = replace(m.latent, dtype=m.codes.wire_dtype)
+        return (codes, m.output) if role == "decoder" else (m.input, codes)
 
     # -- health and metadata ---------------------------------------------------------------
     def server_live(
@@ -116,8 +127,8 @@ class V2Service:
             name=request.name,
             versions=versions,
             platform="onnxruntime_onnx",
-            inputs=[meta(name=inp.name, datatype="FP32", shape=_v2_shape(inp))],
-            outputs=[meta(name=out.name, datatype="FP32", shape=_v2_shape(out))],
+            inputs=[meta(name=inp.name, datatype=_v2_datatype(inp.dtype), shape=_v2_shape(inp))],
+            outputs=[meta(name=out.name, datatype=_v2_datatype(out.dtype), shape=_v2_shape(out))],
         )
 
     # -- inference -------------------------------------------------------------------------
@@ -184,14 +195,14 @@ class V2Service:
         x = self._input_array(request, inp)
         run: Callable[[Version, np.ndarray, float | None], np.ndarray]
         run = run_decode if role == "decoder" else run_encode
-        y = np.ascontiguousarray(run(v, x, deadline_of(context)), dtype=np.float32)
+        y = np.ascontiguousarray(run(v, x, deadline_of(context)), dtype=out.dtype)
         return pb.ModelInferResponse(
             model_name=request.model_name,
             model_version=v.version,
             id=request.id,
             outputs=[
                 pb.ModelInferResponse.InferOutputTensor(
-                    name=out.name, datatype="FP32", shape=y.shape
+                    name=out.name, datatype=_v2_datatype(out.dtype), shape=y.shape
                 )
             ],
             raw_output_contents=[y.tobytes()],

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(latentwire/runtime/_proto/v1/codec.proto\x12\rlatentwire.v1\"4\n\x06Tensor\x12\r\n\x05\x64type\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"v\n\x05\x43odes\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x02 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x03 \x01(\t\x12\r\n\x05\x63ount\x18\x04 \x01(\x04\x12%\n\x06tensor\x18\x05 \x01(\x0b\x32\x15.latentwire.v1.Tensor\"V\n\rDecodeRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12#\n\x05\x63odes\x18\x02 \x01(\x0b\x32\x14.latentwire.v1.Codes\x12\x14\n\x0coutput_dtype\x18\x03 \x01(\t\"4\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\"\xb0\x01\n\x0e\x44\x65\x63odeResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x04 \x01(\t\x12-\n\x0ereconstruction\x18\x05 \x01(\x0b\x32\x15.latentwire.v1.Tensor\x12#\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x14.latentwire.v1.Error\"a\n\rEncodeRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12%\n\x06inputs\x18\x03 \x01(\x0b\x32\x15.latentwire.v1.Tensor\"L\n\x0e\x45ncodeResponse\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12#\n\x05\x63odes\x18\x02 \x01(\x0b\x32\x14.latentwire.v1.Codes\"E\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x03 \x01(\t\"f\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x03 \x01(\t\x12\x15\n\rmanifest_json\x18\x04 \x01(\t\x12\x0e\n\x06latest\x18\x05 \x01(\x08\"\x13\n\x11ListModelsRequest\">\n\x12ListModelsResponse\x12(\n\x06models\x18\x01 \x03(\x0b\x32\x18.latentwire.v1.ModelInfo\"4\n\x13\x46\x65tchEncoderRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"e\n\x14\x46\x65tchEncoderResponse\x12\'\n\x05model\x18\x01 \x01(\x0b\x32\x18.latentwire.v1.ModelInfo\x12\x14\n\x0c\x65ncoder_onnx\x18\x02 \x01(\x0c\x12\x0e\n\x06sha256\x18\x03 \x01(\t2\xd8\x03\n\x05\x43odec\x12\x45\n\x06\x44\x65\x63ode\x12\x1c.latentwire.v1.DecodeRequest\x1a\x1d.latentwire.v1.DecodeResponse\x12O\n\x0c\x44\x65\x63odeStream\x12\x1c.latentwire.v1.DecodeRequest\x1a\x1d.latentwire.v1.DecodeResponse(\x01\x30\x01\x12\x45\n\x06\x45ncode\x12\x1c.latentwire.v1.EncodeRequest\x1a\x1d.latentwire.v1.EncodeResponse\x12\x44\n\x08GetModel\x12\x1e.latentwire.v1.GetModelRequest\x1a\x18.latentwire.v1.ModelInfo\x12Q\n\nListModels\x12 .latentwire.v1.ListModelsRequest\x1a!.latentwire.v1.ListModelsResponse\x12W\n\x0c\x46\x65tchEncoder\x12\".latentwire.v1.FetchEncoderRequest\x1a#.latentwire.v1.FetchEncoderResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(latentwire/runtime/_proto/v1/codec.proto\x12\rlatentwire.v1\"4\n\x06Tensor\x12\r\n\x05\x64type\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\xa1\x01\n\x05\x43odes\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x02 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x03 \x01(\t\x12\r\n\x05\x63ount\x18\x04 \x01(\x04\x12%\n\x06tensor\x18\x05 \x01(\x0b\x32\x15.latentwire.v1.Tensor\x12\x14\n\x0clatent_shape\x18\x06 \x03(\x03\x12\x13\n\x0binput_shape\x18\x07 \x03(\x03\"V\n\rDecodeRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12#\n\x05\x63odes\x18\x02 \x01(\x0b\x32\x14.latentwire.v1.Codes\x12\x14\n\x0coutput_dtype\x18\x03 \x01(\t\"4\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\"\xb0\x01\n\x0e\x44\x65\x63odeResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x04 \x01(\t\x12-\n\x0ereconstruction\x18\x05 \x01(\x0b\x32\x15.latentwire.v1.Tensor\x12#\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x14.latentwire.v1.Error\"a\n\rEncodeRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12%\n\x06inputs\x18\x03 \x01(\x0b\x32\x15.latentwire.v1.Tensor\"L\n\x0e\x45ncodeResponse\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12#\n\x05\x63odes\x18\x02 \x01(\x0b\x32\x14.latentwire.v1.Codes\"E\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x03 \x01(\t\"f\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x03 \x01(\t\x12\x15\n\rmanifest_json\x18\x04 \x01(\t\x12\x0e\n\x06latest\x18\x05 \x01(\x08\"\x13\n\x11ListModelsRequest\">\n\x12ListModelsResponse\x12(\n\x06models\x18\x01 \x03(\x0b\x32\x18.latentwire.v1.ModelInfo\"4\n\x13\x46\x65tchEncoderRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"e\n\x14\x46\x65tchEncoderResponse\x12\'\n\x05model\x18\x01 \x01(\x0b\x32\x18.latentwire.v1.ModelInfo\x12\x14\n\x0c\x65ncoder_onnx\x18\x02 \x01(\x0c\x12\x0e\n\x06sha256\x18\x03 \x01(\t2\xd8\x03\n\x05\x43odec\x12\x45\n\x06\x44\x65\x63ode\x12\x1c.latentwire.v1.DecodeRequest\x1a\x1d.latentwire.v1.DecodeResponse\x12O\n\x0c\x44\x65\x63odeStream\x12\x1c.latentwire.v1.DecodeRequest\x1a\x1d.latentwire.v1.DecodeResponse(\x01\x30\x01\x12\x45\n\x06\x45ncode\x12\x1c.latentwire.v1.EncodeRequest\x1a\x1d.latentwire.v1.EncodeResponse\x12\x44\n\x08GetModel\x12\x1e.latentwire.v1.GetModelRequest\x1a\x18.latentwire.v1.ModelInfo\x12Q\n\nListModels\x12 .latentwire.v1.ListModelsRequest\x1a!.latentwire.v1.ListModelsResponse\x12W\n\x0c\x46\x65tchEncoder\x12\".latentwire.v1.FetchEncoderRequest\x1a#.latentwire.v1.FetchEncoderResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,30 +33,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_TENSOR']._serialized_start=59
   _globals['_TENSOR']._serialized_end=111
-  _globals['_CODES']._serialized_start=113
-  _globals['_CODES']._serialized_end=231
-  _globals['_DECODEREQUEST']._serialized_start=233
-  _globals['_DECODEREQUEST']._serialized_end=319
-  _globals['_ERROR']._serialized_start=321
-  _globals['_ERROR']._serialized_end=373
-  _globals['_DECODERESPONSE']._serialized_start=376
-  _globals['_DECODERESPONSE']._serialized_end=552
-  _globals['_ENCODEREQUEST']._serialized_start=554
-  _globals['_ENCODEREQUEST']._serialized_end=651
-  _globals['_ENCODERESPONSE']._serialized_start=653
-  _globals['_ENCODERESPONSE']._serialized_end=729
-  _globals['_GETMODELREQUEST']._serialized_start=731
-  _globals['_GETMODELREQUEST']._serialized_end=800
-  _globals['_MODELINFO']._serialized_start=802
-  _globals['_MODELINFO']._serialized_end=904
-  _globals['_LISTMODELSREQUEST']._serialized_start=906
-  _globals['_LISTMODELSREQUEST']._serialized_end=925
-  _globals['_LISTMODELSRESPONSE']._serialized_start=927
-  _globals['_LISTMODELSRESPONSE']._serialized_end=989
-  _globals['_FETCHENCODERREQUEST']._serialized_start=991
-  _globals['_FETCHENCODERREQUEST']._serialized_end=1043
-  _globals['_FETCHENCODERRESPONSE']._serialized_start=1045
-  _globals['_FETCHENCODERRESPONSE']._serialized_end=1146
-  _globals['_CODEC']._serialized_start=1149
-  _globals['_CODEC']._serialized_end=1621
+  _globals['_CODES']._serialized_start=114
+  _globals['_CODES']._serialized_end=275
+  _globals['_DECODEREQUEST']._serialized_start=277
+  _globals['_DECODEREQUEST']._serialized_end=363
+  _globals['_ERROR']._serialized_start=365
+  _globals['_ERROR']._serialized_end=417
+  _globals['_DECODERESPONSE']._serialized_start=420
+  _globals['_DECODERESPONSE']._serialized_end=596
+  _globals['_ENCODEREQUEST']._serialized_start=598
+  _globals['_ENCODEREQUEST']._serialized_end=695
+  _globals['_ENCODERESPONSE']._serialized_start=697
+  _globals['_ENCODERESPONSE']._serialized_end=773
+  _globals['_GETMODELREQUEST']._serialized_start=775
+  _globals['_GETMODELREQUEST']._serialized_end=844
+  _globals['_MODELINFO']._serialized_start=846
+  _globals['_MODELINFO']._serialized_end=948
+  _globals['_LISTMODELSREQUEST']._serialized_start=950
+  _globals['_LISTMODELSREQUEST']._serialized_end=969
+  _globals['_LISTMODELSRESPONSE']._serialized_start=971
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1033
+  _globals['_FETCHENCODERREQUEST']._serialized_start=1035
+  _globals['_FETCHENCODERREQUEST']._serialized_end=1087
+  _globals['_FETCHENCODERRESPONSE']._serialized_start=1089
+  _globals['_FETCHENCODERRESPONSE']._serialized_end=1190
+  _globals['_CODEC']._serialized_start=1193
+  _globals['_CODEC']._serialized_end=1665
 # @@protoc_insertion_point(module_scope)

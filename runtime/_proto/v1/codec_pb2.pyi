@@ -17,18 +17,22 @@ class Tensor(_message.Message):
     def __init__(self, dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class Codes(_message.Message):
-    __slots__ = ("model_name", "fingerprint", "format", "count", "tensor")
+    __slots__ = ("model_name", "fingerprint", "format", "count", "tensor", "latent_shape", "input_shape")
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
     TENSOR_FIELD_NUMBER: _ClassVar[int]
+    LATENT_SHAPE_FIELD_NUMBER: _ClassVar[int]
+    INPUT_SHAPE_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     fingerprint: str
     format: str
     count: int
     tensor: Tensor
-    def __init__(self, model_name: _Optional[str] = ..., fingerprint: _Optional[str] = ..., format: _Optional[str] = ..., count: _Optional[int] = ..., tensor: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+    latent_shape: _containers.RepeatedScalarFieldContainer[int]
+    input_shape: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, model_name: _Optional[str] = ..., fingerprint: _Optional[str] = ..., format: _Optional[str] = ..., count: _Optional[int] = ..., tensor: _Optional[_Union[Tensor, _Mapping]] = ..., latent_shape: _Optional[_Iterable[int]] = ..., input_shape: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class DecodeRequest(_message.Message):
     __slots__ = ("id", "codes", "output_dtype")

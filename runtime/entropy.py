@@ -1,0 +1,198 @@
+"""Entropy coding of integer latents with a factorised prior (constriction's ANS coder).
+
+The prior is one categorical distribution per latent channel, stored in the package as an
+integer frequency table: channel c may take the symbols ``offset[c] .. offset[c] +
+len(freq[c]) - 1`` with probabilities ``freq[c] / sum(freq[c])``. The tables are integers
+so that every machine builds the same model and encode on the edge and decode on the
+server are bit-exact; constriction's quantisation of those probabilities is deterministic
+(``perfect=False``, fixed in its format since 0.4).
+
+One stream codes all symbols of a batch: channel by channel (a Python loop over channels,
+never over symbols), each channel's symbols in C order over (sample, height, width). The
+stream is constriction's ANS word stack, written as 32-bit little-endian words. A decoder
+checks that the stream is used up exactly; a truncated or altered stream fails that check
+(ANS ends in a known state only when every word was consumed as the encoder wrote it).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .errors import CodesError, PackageError
+
+CODER = "constriction-ans32"
+"""The coder name recorded in the manifest: constriction's AnsCoder (32-bit words, 24-bit
+probabilities), Categorical models with perfect=False."""
+PRECISION_BITS = 16
+"""Frequency tables sum to 2**PRECISION_BITS."""
+MAX_SUPPORT = 4096
+"""Most symbols one channel's table may hold."""
+
+
+def _constriction() -> Any:
+    try:
+        import constriction
+    except ImportError:
+        raise ImportError(
+            "entropy-coded codes need the constriction package: pip install 'constriction>=0.4'"
+        ) from None
+    return constriction
+
+
+def quantize_pmf(pmf: np.ndarray, precision: int = PRECISION_BITS) -> np.ndarray:
+    """Integer frequencies summing to 2**precision, every symbol at least 1, close to `pmf`."""
+    p = np.asarray(pmf, dtype=np.float64)
+    if p.ndim != 1 or p.size == 0 or not np.all(np.isfinite(p)) or np.any(p < 0) or p.sum() <= 0:
+        raise ValueError("pmf must be a non-empty vector of finite non-negative numbers")
+    total = 1 << precision
+    if p.size > total // 2:
+        raise ValueError(f"a table of {p.size} symbols does not fit {precision}-bit frequencies")
+    spare = total - p.size  # one count per symbol up front, the rest by probability
+    raw = p / p.sum() * spare
+    freq = np.floor(raw).astype(np.int64)
+    left = spare - int(freq.sum())
+    if left > 0:  # largest remainders first, ties by index: deterministic
+        order = np.lexsort((np.arange(p.size), -(raw - freq)))
+        freq[order[:left]] += 1
+    return freq + 1
+
+
+@dataclass(frozen=True)
+class FactorizedPrior:
+    """Per-channel integer frequency tables, as read from a manifest."""
+
+    offsets: np.ndarray
+    """int64 (K,): the first symbol of each channel's table."""
+    freqs: tuple[np.ndarray, ...] = field(repr=False)
+    """K int64 vectors of frequencies (each >= 1)."""
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], channels: int) -> FactorizedPrior:
+        if d.get("coder") != CODER:
+            raise PackageError(
+                f"entropy coder {d.get('coder')!r} is not supported; this latentwire uses {CODER}"
+            )
+        tables = d.get("tables")
+        if not isinstance(tables, list) or len(tables) != channels:
+            n = len(tables) if isinstance(tables, list) else "no"
+            raise PackageError(
+                f"the entropy model needs {channels} tables, one per latent "
+                f"channel; the manifest has {n}"
+            )
+        offsets, freqs = [], []
+        for c, t in enumerate(tables):
+            f = np.asarray(t["freq"], dtype=np.int64)
+            if f.ndim != 1 or not 1 <= f.size <= MAX_SUPPORT or np.any(f < 1):
+                raise PackageError(
+                    f"entropy table {c} must hold 1..{MAX_SUPPORT} frequencies, each >= 1"
+                )
+            offsets.append(int(t["offset"]))
+            freqs.append(f)
+        return cls(np.asarray(offsets, dtype=np.int64), tuple(freqs))
+
+    @classmethod
+    def from_pmfs(cls, offsets: Sequence[int], pmfs: Sequence[np.ndarray]) -> FactorizedPrior:
+        return cls(np.asarray(offsets, dtype=np.int64), tuple(quantize_pmf(p) for p in pmfs))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "coder": CODER,
+            "precision_bits": PRECISION_BITS,
+            "tables": [
+                {"offset": int(o), "freq": f.tolist()}
+                for o, f in zip(self.offsets, self.freqs, strict=True)
+            ],
+        }
+
+    @property
+    def channels(self) -> int:
+        return len(self.freqs)
+
+    @property
+    def low(self) -> np.ndarray:
+        return self.offsets
+
+    @property
+    def high(self) -> np.ndarray:
+        """int64 (K,): the last symbol of each channel's table."""
+        return self.offsets + np.array([f.size - 1 for f in self.freqs], dtype=np.int64)
+
+    def bits(self, symbols: np.ndarray) -> float:
+        """Ideal code length in bits of (N, K, ...) symbols under the tables."""
+        total = 0.0
+        for c, f in enumerate(self.freqs):
+            idx = symbols[:, c].reshape(-1) - self.offsets[c]
+            total -= float(np.log2(f[idx] / f.sum()).sum())
+        return total
+
+    @functools.cached_property
+    def _models(self) -> tuple[Any, ...]:
+        model = _constriction().stream.model.Categorical
+        return tuple(model(f.astype(np.float64), perfect=False) for f in self.freqs)
+
+    def check_symbols(self, symbols: np.ndarray, *, what: str = "symbols") -> None:
+        """Refuse symbols outside their channel's table (they cannot be coded)."""
+        shape = (1, -1) + (1,) * (symbols.ndim - 2)
+        lo, hi = self.low.reshape(shape), self.high.reshape(shape)
+        bad = (symbols < lo) | (symbols > hi)
+        if bad.any():
+            at = tuple(int(i) for i in np.argwhere(bad)[0])
+            c = at[1]
+            raise CodesError(
+                f"{what}: {int(bad.sum())} value(s) outside the entropy model's range, the "
+                f"first at index {at} is {int(symbols[at])}; channel {c} takes "
+                f"{int(self.low[c])} .. {int(self.high[c])}"
+            )
+
+    def encode(self, symbols: np.ndarray) -> bytes:
+        """One stream of (N, K, ...) integer symbols; checked against the tables first."""
+        if symbols.ndim < 2 or symbols.shape[1] != self.channels:
+            raise CodesError(
+                f"symbols must have shape (N, {self.channels}, ...), got {symbols.shape}"
+            )
+        self.check_symbols(symbols)
+        coder = _constriction().stream.stack.AnsCoder()
+        for c in reversed(range(self.channels)):  # a stack: the decoder pops channel 0 first
+            idx = (symbols[:, c] - self.offsets[c]).astype(np.int32).reshape(-1)
+            coder.encode_reverse(idx, self._models[c])
+        words: np.ndarray = coder.get_compressed()
+        return words.astype("<u4").tobytes()
+
+    def decode(self, stream: bytes, count: int, latent_shape: Sequence[int]) -> np.ndarray:
+        """Symbols (count, *latent_shape) int32 from one stream; CodesError when the stream
+        is not exactly what `encode` wrote for that many symbols."""
+        shape = tuple(int(s) for s in latent_shape)
+        if not shape or shape[0] != self.channels or any(s < 1 for s in shape):
+            raise CodesError(
+                f"entropy codes have latent shape {list(shape)}; this model's symbols have "
+                f"{self.channels} channels first"
+            )
+        if len(stream) % 4:
+            raise CodesError(
+                f"an entropy stream is a whole number of 32-bit words; got {len(stream)} bytes"
+            )
+        per_channel = count * int(np.prod(shape[1:], dtype=np.int64))
+        if per_channel > (1 << 31) // max(1, self.channels):
+            raise CodesError(f"{count} samples of latent shape {list(shape)} is too many symbols")
+        words = np.frombuffer(stream, dtype="<u4").astype(np.uint32)
+        out = np.empty((self.channels, per_channel), dtype=np.int32)
+        try:
+            coder = _constriction().stream.stack.AnsCoder(words)
+            for c in range(self.channels):
+                out[c] = coder.decode(self._models[c], per_channel) if per_channel else []
+            intact = bool(coder.is_empty())
+        except (ValueError, RuntimeError, AssertionError) as exc:
+            raise CodesError(f"the entropy stream cannot be decoded: {exc}") from None
+        if not intact:
+            raise CodesError(
+                f"the entropy stream ({len(stream)} bytes) is truncated or corrupted: it does "
+                f"not decode to exactly {count} samples of latent shape {list(shape)}"
+            )
+        out += self.offsets[:, None].astype(np.int32)
+        rest = shape[1:]
+        return np.ascontiguousarray(out.reshape(self.channels, count, *rest).swapaxes(0, 1))
