@@ -17,6 +17,7 @@ checks that the stream is used up exactly; a truncated or altered stream fails t
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,9 @@ PRECISION_BITS = 16
 """Frequency tables sum to 2**PRECISION_BITS."""
 MAX_SUPPORT = 4096
 """Most symbols one channel's table may hold."""
+MAX_SYMBOLS = 1 << 26
+"""Most symbols one stream may decode to (256 MiB of int32): a bound on what a small
+message can make a decoder allocate."""
 
 
 def _constriction() -> Any:
@@ -47,8 +51,8 @@ def _constriction() -> Any:
 def quantize_pmf(pmf: np.ndarray, precision: int = PRECISION_BITS) -> np.ndarray:
     """Integer frequencies summing to 2**precision, every symbol at least 1, close to `pmf`."""
     p = np.asarray(pmf, dtype=np.float64)
-    if p.ndim != 1 or p.size == 0 or not np.all(np.isfinite(p)) or np.any(p < 0) or p.sum() <= 0:
-        raise ValueError("pmf must be a non-empty vector of finite non-negative numbers")
+    if p.ndim != 1 or p.size < 2 or not np.all(np.isfinite(p)) or np.any(p < 0) or p.sum() <= 0:
+        raise ValueError("pmf must be a vector of 2 or more finite non-negative numbers")
     total = 1 << precision
     if p.size > total // 2:
         raise ValueError(f"a table of {p.size} symbols does not fit {precision}-bit frequencies")
@@ -59,7 +63,8 @@ def quantize_pmf(pmf: np.ndarray, precision: int = PRECISION_BITS) -> np.ndarray
     if left > 0:  # largest remainders first, ties by index: deterministic
         order = np.lexsort((np.arange(p.size), -(raw - freq)))
         freq[order[:left]] += 1
-    return freq + 1
+    out: np.ndarray = freq + 1
+    return out
 
 
 @dataclass(frozen=True)
@@ -87,9 +92,9 @@ class FactorizedPrior:
         offsets, freqs = [], []
         for c, t in enumerate(tables):
             f = np.asarray(t["freq"], dtype=np.int64)
-            if f.ndim != 1 or not 1 <= f.size <= MAX_SUPPORT or np.any(f < 1):
+            if f.ndim != 1 or not 2 <= f.size <= MAX_SUPPORT or np.any(f < 1):
                 raise PackageError(
-                    f"entropy table {c} must hold 1..{MAX_SUPPORT} frequencies, each >= 1"
+                    f"entropy table {c} must hold 2..{MAX_SUPPORT} frequencies, each >= 1"
                 )
             offsets.append(int(t["offset"]))
             freqs.append(f)
@@ -160,8 +165,8 @@ class FactorizedPrior:
         for c in reversed(range(self.channels)):  # a stack: the decoder pops channel 0 first
             idx = (symbols[:, c] - self.offsets[c]).astype(np.int32).reshape(-1)
             coder.encode_reverse(idx, self._models[c])
-        words: np.ndarray = coder.get_compressed()
-        return words.astype("<u4").tobytes()
+        words = np.asarray(coder.get_compressed())
+        return bytes(words.astype("<u4").tobytes())
 
     def decode(self, stream: bytes, count: int, latent_shape: Sequence[int]) -> np.ndarray:
         """Symbols (count, *latent_shape) int32 from one stream; CodesError when the stream
@@ -176,9 +181,22 @@ class FactorizedPrior:
             raise CodesError(
                 f"an entropy stream is a whole number of 32-bit words; got {len(stream)} bytes"
             )
-        per_channel = count * int(np.prod(shape[1:], dtype=np.int64))
-        if per_channel > (1 << 31) // max(1, self.channels):
-            raise CodesError(f"{count} samples of latent shape {list(shape)} is too many symbols")
+        per_channel = count * math.prod(shape[1:])
+        if per_channel * self.channels > MAX_SYMBOLS:
+            raise CodesError(
+                f"{count} samples of latent shape {list(shape)} are more than the "
+                f"{MAX_SYMBOLS:,} symbols one message may hold"
+            )
+        if per_channel and not stream:
+            raise CodesError(f"the entropy stream is empty but codes say count={count}")
+        # every symbol costs at least -log2(largest probability) bits: a stream can only hold
+        # so many (half that bound leaves room for the coder's own rounding)
+        least = sum(-math.log2(float(f.max()) / float(f.sum())) for f in self.freqs)
+        if per_channel * least / 2 > 8 * len(stream) + 64:
+            raise CodesError(
+                f"an entropy stream of {len(stream)} bytes cannot hold {count} samples of "
+                f"latent shape {list(shape)}; the codes are truncated or their count is wrong"
+            )
         words = np.frombuffer(stream, dtype="<u4").astype(np.uint32)
         out = np.empty((self.channels, per_channel), dtype=np.int32)
         try:

@@ -81,7 +81,9 @@ class CodeFormat:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], channels: int) -> CodeFormat:
-        fmt = str(d.get("format"))
+        fmt = d.get("format")
+        if fmt is None:
+            raise PackageError(f"codes.format is missing; this latentwire reads {FORMATS}")
         if fmt not in FORMATS:
             raise PackageError(f"unknown code format {fmt!r}; this latentwire reads {FORMATS}")
         if d.get("dtype") != WIRE_DTYPES[fmt] or d.get("name") != CODES_OUTPUT:
@@ -154,14 +156,17 @@ class CodeFormat:
             return z
         if self.name == "f16":
             return z.astype(np.float16)
+        out: np.ndarray
         if self.name == "int8":
             assert self.scale is not None and self.offset is not None
             q = np.rint((z - self.offset.reshape(shape)) / self.scale.reshape(shape))
-            return np.clip(q, -128, 127).astype(np.int8)
+            out = np.clip(q, -128, 127).astype(np.int8)
+            return out
         assert self.prior is not None
         lo = self.prior.low.reshape(shape).astype(np.float32)
         hi = self.prior.high.reshape(shape).astype(np.float32)
-        return np.clip(np.rint(z), lo, hi).astype(np.int32)
+        out = np.clip(np.rint(z), lo, hi).astype(np.int32)
+        return out
 
     def dequantize(self, w: np.ndarray) -> np.ndarray:
         """Checked wire values -> float32 latents for the decoder graph."""
@@ -169,7 +174,8 @@ class CodeFormat:
             assert self.scale is not None and self.offset is not None
             shape = _channel_shape(w.ndim)
             out: np.ndarray = w.astype(np.float32) * self.scale.reshape(shape)
-            return out + self.offset.reshape(shape)
+            out += self.offset.reshape(shape)
+            return out
         return w.astype(np.float32, copy=False)
 
     def check_wire(self, w: np.ndarray, *, what: str = "codes") -> np.ndarray:

@@ -91,7 +91,7 @@ def test_nan_and_inf_are_refused_with_their_position(model: Model, digits_x: np.
         model.decode(z)
     big = np.zeros((1, 8))  # float64: finite here, inf once cast to float32
     big[0, 3] = 1e39
-    with pytest.raises(InputError, match="latents hold values past float32's range"):
+    with pytest.raises(InputError, match="codes hold values past float32's range"):
         model.decode(big)
 
 

@@ -82,7 +82,7 @@ def _array_test_set(spec: str, manifest: dict[str, Any]) -> TestSet:
     x_tr, x_te = data.x[train_idx], data.x[test_idx]
     data_range = float(info.get("data_range") or (x_tr.max() - x_tr.min()) or 1.0)
     # digits are 8x8 pictures stored as 64 values: JPEG/WebP apply, the axis stays bytes
-    image_shape = (1, 8, 8) if spec == "digits" else None
+    image_shape: tuple[int, ...] | None = (1, 8, 8) if spec == "digits" else None
     if data.x.ndim == 4:
         image_shape = tuple(int(s) for s in data.x.shape[1:])
     return TestSet(
@@ -172,7 +172,7 @@ def model_points(path: Path, ts: TestSet) -> tuple[list[Point], dict[str, Any]]:
     fixed formats from its float latents with its calibration."""
     model = Model(path, providers="cpu")
     m = model.manifest
-    label = f"{m.name}"
+    label = path.name if path.name != m.name else m.name
     points: list[Point] = []
     n = sum(len(x) for x in ts.x)
 
@@ -300,7 +300,7 @@ def summarize(points: list[Point], ts: TestSet) -> dict[str, Any]:
         for m, f in by_model.items()
         if "int8" in f and "f32" in f and f["int8"].psnr_db is not None and f["f32"].psnr_db
     }
-    best = None
+    best: dict[str, Any] | None = None
     for e in (p for p in ae if p.format == "entropy" and p.psnr_db is not None):
         for i in (p for p in ae if p.format == "int8" and p.psnr_db is not None):
             assert e.psnr_db is not None and i.psnr_db is not None
@@ -314,7 +314,7 @@ def summarize(points: list[Point], ts: TestSet) -> dict[str, Any]:
                         "db_difference": round(e.psnr_db - i.psnr_db, 4),
                     }
     out["entropy_vs_int8"] = best
-    margins = []
+    margins: list[dict[str, Any]] = []
     for p in ae:
         match = [
             q
