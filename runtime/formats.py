@@ -131,6 +131,14 @@ class CodeFormat:
             return cls(name, lo, hi, scale, offset)
         return cls(name, lo, hi, prior=prior if name == "entropy" else None)
 
+    @classmethod
+    def calibrated(
+        cls, name: str, z: np.ndarray, prior: FactorizedPrior | None = None
+    ) -> CodeFormat:
+        """A format calibrated on latents `z` (N, K, ...): each channel's min and max."""
+        axes = tuple(i for i in range(z.ndim) if i != 1)
+        return cls.build(name, z.min(axis=axes), z.max(axis=axes), prior)
+
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
             "format": self.name,

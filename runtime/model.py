@@ -288,7 +288,13 @@ class Model:
         """Reconstructions cut back to the message's `input_shape` (when it was padded)."""
         if not msg.input_shape:
             return x_hat
-        shape = tuple(int(s) for s in msg.input_shape)
+        return self.crop(x_hat, tuple(int(s) for s in msg.input_shape))
+
+    def crop(self, x_hat: np.ndarray, shape: tuple[int, ...] | None) -> np.ndarray:
+        """Reconstructions of padded samples cut back to the per-sample `shape` they had
+        before `pad_inputs` (None: nothing was padded)."""
+        if shape is None:
+            return x_hat
         spec = self.manifest.output
         fits = len(shape) == x_hat.ndim - 1 and all(
             0 < s <= got and (want is not None or got - s < spec.multiple_of)

@@ -199,24 +199,20 @@ def model_points(path: Path, ts: TestSet) -> tuple[list[Point], dict[str, Any]]:
     points.append(_finish_point(own, ts, ts.x, x_hat))
 
     # the other fixed formats, from the float latents and the package's calibration
-    latents = []
+    latents = []  # (float latents, per-sample shape before padding) per test array
     for x in ts.x:
-        padded, _ = model.pad_inputs(x)
-        latents.append(model.encode_latents(padded))
+        padded, original = model.pad_inputs(x)
+        latents.append((model.encode_latents(padded), original))
     for fmt in ("f32", "f16", "int8"):
         if fmt == m.code_format:
             continue
         cf = CodeFormat.build(fmt, m.codes.lo, m.codes.hi)
         outs = []
         nbytes = 0
-        for x, z in zip(ts.x, latents, strict=True):
+        for z, original in latents:
             w = cf.quantize(z)
             nbytes += w.nbytes
-            out = model.run_decoder(cf.dequantize(w))
-            _, original = model.pad_inputs(x)
-            outs.append(
-                out[(slice(None), *(slice(0, s) for s in x.shape[1:]))] if original else out
-            )
+            outs.append(model.crop(model.run_decoder(cf.dequantize(w)), original))
         p = Point(
             method="ae",
             label=f"{label} {fmt}",

@@ -36,6 +36,7 @@ from latentwire.runtime.manifest import (
     compute_fingerprint,
 )
 
+from .baselines import psnr
 from .models import Autoencoder, ModelConfig, latent_shape
 
 log = logging.getLogger("latentwire.training")
@@ -253,11 +254,6 @@ def _codes_parity(session: Any, fmt: CodeFormat, samples: np.ndarray) -> float:
     return float((diff > 0).mean())
 
 
-def _psnr(a: np.ndarray, b: np.ndarray, data_range: float) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b) ** 2))
-    return float("inf") if mse == 0 else 10 * float(np.log10(data_range**2 / mse))
-
-
 def export_package(
     model: Autoencoder,
     cfg: ModelConfig,
@@ -286,8 +282,7 @@ def export_package(
     with torch.no_grad():
         latents = model.encoder(torch.from_numpy(samples)).numpy()
     if codes is None:
-        axes = tuple(i for i in range(latents.ndim) if i != 1)
-        codes = CodeFormat.build("f32", latents.min(axis=axes), latents.max(axis=axes))
+        codes = CodeFormat.calibrated("f32", latents)
     enc = _to_onnx(model.encoder, example, ("x", "z"), _dynamic_axes(cfg, False))
     fold_quantizer(enc, codes)
     onnx.checker.check_model(enc, full_check=True)
@@ -318,7 +313,7 @@ def export_package(
         for label, sess in (("float", session), ("int8", q_session)):
             w = sess.run([CODES_OUTPUT], {"x": samples})[0]
             z_hat = codes.dequantize(w)
-            recon[label] = _psnr(samples, dec_session.run(["x_hat"], {"z": z_hat})[0], data_range)
+            recon[label] = psnr(samples, dec_session.run(["x_hat"], {"z": z_hat})[0], data_range)
         weights_report = {
             "float_bytes": len(float_enc),
             "psnr_db_float": round(recon["float"], 4),

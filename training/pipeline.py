@@ -14,6 +14,7 @@ from latentwire.runtime.errors import DataError
 from latentwire.runtime.formats import FORMATS, CodeFormat
 from latentwire.runtime.model import Model
 
+from .baselines import psnr
 from .data import Dataset, load_data, split
 from .export import check_destination, export_package
 from .models import Autoencoder, ModelConfig, latent_shape
@@ -28,11 +29,7 @@ from .trainer import (
 
 log = logging.getLogger("latentwire.training")
 
-
-def psnr(x: np.ndarray, x_hat: np.ndarray, data_range: float) -> float:
-    """Peak signal-to-noise ratio in dB: 10 log10(range^2 / MSE)."""
-    mse = float(np.mean((np.asarray(x, np.float64) - np.asarray(x_hat, np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10.0 * float(np.log10(data_range**2 / mse))
+__all__ = ["export_checkpoint", "psnr", "train_and_export"]
 
 
 def reconstruct(model: Autoencoder, x: np.ndarray, norm: dict[str, Any]) -> np.ndarray:
@@ -60,8 +57,6 @@ def calibrate(model: Autoencoder, x_normed_train: np.ndarray, codec: str) -> Cod
     if codec not in FORMATS:
         raise DataError(f"--codec must be one of {', '.join(FORMATS)}, got {codec!r}")
     z = latents_of(model, x_normed_train)
-    axes = tuple(i for i in range(z.ndim) if i != 1)
-    lo, hi = z.min(axis=axes), z.max(axis=axes)
     prior = None
     if codec == "entropy":
         if model.prior is None:
@@ -70,7 +65,7 @@ def calibrate(model: Autoencoder, x_normed_train: np.ndarray, codec: str) -> Cod
                 "`latentwire train --codec entropy`"
             )
         prior = model.prior.tables(np.rint(z).astype(np.int64))
-    return CodeFormat.build(codec, lo, hi, prior)
+    return CodeFormat.calibrated(codec, z, prior)
 
 
 def measure_package(out: Path, x: np.ndarray, data_range: float) -> dict[str, float]:

@@ -50,15 +50,18 @@ class DensityModel(nn.Module):
                 logits = logits + torch.tanh(self.factors[i]) * torch.tanh(logits)
         return logits
 
+    def _mass(self, v: torch.Tensor) -> torch.Tensor:
+        """P(value in [v - 0.5, v + 0.5]) for v (C, 1, M), evaluated in the stable tail."""
+        lower = self.logits_cumulative(v - 0.5)
+        upper = self.logits_cumulative(v + 0.5)
+        sign = -torch.sign(lower + upper).detach()
+        return torch.abs(torch.sigmoid(sign * upper) - torch.sigmoid(sign * lower))
+
     def likelihood(self, y: torch.Tensor) -> torch.Tensor:
         """P(round(y) = y) under the density, for y (B, C, ...) (integers or noisy values)."""
         c = self.channels
         v = y.transpose(0, 1).reshape(c, 1, -1).float()
-        lower = self.logits_cumulative(v - 0.5)
-        upper = self.logits_cumulative(v + 0.5)
-        sign = -torch.sign(lower + upper).detach()  # evaluate in the stable tail
-        lik = torch.abs(torch.sigmoid(sign * upper) - torch.sigmoid(sign * lower))
-        lik = lik.clamp_min(1e-9)
+        lik = self._mass(v).clamp_min(1e-9)
         shape = (y.shape[1], y.shape[0], *y.shape[2:])
         return lik.reshape(shape).transpose(0, 1)
 
@@ -80,10 +83,7 @@ class DensityModel(nn.Module):
             k = torch.arange(lo, hi + 1, dtype=torch.float32)
             v = torch.zeros(self.channels, 1, len(k))
             v[ch, 0] = k
-            lower = self.logits_cumulative(v - 0.5)[ch, 0]
-            upper = self.logits_cumulative(v + 0.5)[ch, 0]
-            sign = -torch.sign(lower + upper)
-            pmf = torch.abs(torch.sigmoid(sign * upper) - torch.sigmoid(sign * lower))
+            pmf = self._mass(v)[ch, 0]
             offsets.append(lo)
             pmfs.append(pmf.double().numpy() + 1e-12)
         return FactorizedPrior.from_pmfs(offsets, pmfs)
