@@ -17,6 +17,7 @@ import importlib
 import itertools
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -394,6 +395,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImportError as exc:
         print(f"latentwire: error: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # `latentwire info PKG | head`: the reader left, not an error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the exit-time flush stays quiet too
+        return 141
     except OSError as exc:
         where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
         print(f"latentwire: error:{where} {exc.strerror or exc}", file=sys.stderr)

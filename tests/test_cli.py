@@ -217,6 +217,25 @@ def test_info_reports_problems_without_a_traceback(
     assert "PROBLEM: does not match the manifest's contract" in out.out
 
 
+def test_output_into_a_closed_pipe_is_quiet(digits_pkg: Path) -> None:
+    """`latentwire info PKG | head -1`: the reader leaving early is not an error."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "latentwire.runtime.cli", "info", str(digits_pkg)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        bufsize=0,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.read(1)  # read one byte, then leave
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) in (0, 141)
+    assert err == ""
+
+
 def test_packages_are_readable_by_others(digits_pkg: Path) -> None:
     """mkdtemp makes 0700 folders; a package must follow the umask like any other folder."""
     assert digits_pkg.stat().st_mode & 0o055 == 0o055 & ~_umask()

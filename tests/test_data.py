@@ -20,6 +20,7 @@ from latentwire.training.data import (
     fit_normalization,
     load_data,
     sample_image_patches,
+    sample_photos,
     split,
 )
 
@@ -104,6 +105,27 @@ def test_sample_images_largest_patch() -> None:
     x = sample_image_patches(427)
     assert x.shape[1:] == (3, 427, 427)
     assert x.shape[0] >= 2
+
+
+def test_photos_training_set_leaves_flower_out() -> None:
+    """`photos`: patches of seven photos shipped inside installed packages; flower.jpg, the
+    held-out test image, is not among them."""
+    from latentwire.training.data import TRAINING_PHOTOS, training_photos
+
+    photos = training_photos()
+    assert len(photos) == len(TRAINING_PHOTOS) == 7
+    assert all(p.dtype == np.uint8 and p.ndim == 3 and p.shape[2] == 3 for p in photos)
+    assert "flower.jpg" not in {name for _, name in TRAINING_PHOTOS}
+    flower = sample_photos("flower")[0]
+    assert not any(p.shape == flower.shape and np.array_equal(p, flower) for p in photos)
+    ds = load_data("photos", patch=64)
+    assert ds.is_image and ds.name == "photos" and ds.default_normalization == "scale"
+    assert ds.x.shape[1:] == (3, 64, 64)
+    # a patch/4 grid over every photo
+    expected = sum(
+        ((h - 64) // 16 + 1) * ((w - 64) // 16 + 1) for h, w, _ in (p.shape for p in photos)
+    )
+    assert ds.x.shape[0] == expected
 
 
 # --------------------------------------------------------------------------- files

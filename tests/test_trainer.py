@@ -266,6 +266,65 @@ def test_early_stopping(digits: Dataset) -> None:
     assert r.epochs_run - best_epoch == 2
 
 
+# --------------------------------------------------------------------------- divergence
+
+
+def _nan_mse(calls_that_fail: int | None) -> Any:
+    """F.mse_loss that returns NaN for its first `calls_that_fail` training calls (None:
+    every call), as a diverging model would."""
+    real = torch.nn.functional.mse_loss
+    calls = itertools.count()
+
+    def mse(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        loss = real(out, target)
+        if out.requires_grad and (calls_that_fail is None or next(calls) < calls_that_fail):
+            return loss * math.nan
+        return loss
+
+    return mse
+
+
+def test_non_finite_steps_are_skipped(digits: Dataset, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A few NaN steps leave the weights untouched; training goes on and ends finite."""
+    monkeypatch.setattr(torch.nn.functional, "mse_loss", _nan_mse(5))
+    r = _run(digits, epochs=2)
+    assert all(torch.isfinite(v).all() for v in r.model.state_dict().values())
+    assert all(math.isfinite(h["train_loss"]) for h in r.history)
+    assert math.isfinite(r.best_val)
+
+
+def test_divergence_stops_with_a_clear_error(
+    digits: Dataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(torch.nn.functional, "mse_loss", _nan_mse(None))
+    with pytest.raises(DataError, match=r"training diverged at epoch \d+: 50 steps in a row") as e:
+        _run(digits, epochs=5)
+    assert "lower --lr" in str(e.value)
+
+
+def test_gradient_clipping_bounds_each_step(digits: Dataset) -> None:
+    """With --clip-grad, the gradient that reaches the optimiser never has a larger global
+    norm than the limit."""
+    seen: list[float] = []
+    real = torch.nn.utils.clip_grad_norm_
+
+    def spy(params: Any, max_norm: float, **kw: Any) -> torch.Tensor:
+        params = list(params)
+        norm = real(params, max_norm, **kw)
+        seen.append(float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))))
+        return norm
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch.nn.utils, "clip_grad_norm_", spy)
+        _run(digits, epochs=1, clip_grad=0.01)
+    assert seen and max(seen) <= 0.01 * (1 + 1e-4)
+
+
+def test_negative_clip_grad_fails(digits: Dataset) -> None:
+    with pytest.raises(DataError, match="--clip-grad must be >= 0"):
+        _run(digits, epochs=1, clip_grad=-1.0)
+
+
 # --------------------------------------------------------------------------- noise
 
 

@@ -74,6 +74,13 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
         metavar="C1,C2,...",
         help="conv channels of the stride-2 stages (default: 64,96,128 = stride 8)",
     )
+    g.add_argument(
+        "--activation",
+        choices=["gelu", "gdn"],
+        default="gelu",
+        help="conv nonlinearity: gelu, or gdn (generalised divisive normalisation, as in "
+        "Ballé et al.'s learned image codecs; the better choice for photos) (default: gelu)",
+    )
     g = p.add_argument_group("training")
     g.add_argument(
         "--loss",
@@ -101,6 +108,14 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
         "--lr", type=positive(float), default=2e-3, help="Adam learning rate (default: 0.002)"
     )
     g.add_argument("--weight-decay", type=float, default=0.0, help="Adam weight decay (default: 0)")
+    g.add_argument(
+        "--clip-grad",
+        type=float,
+        default=1.0,
+        metavar="NORM",
+        help="clip the gradient's global norm before each step, 0 = off; steps with a "
+        "non-finite loss are skipped, and 50 in a row stop training (default: 1.0)",
+    )
     g.add_argument(
         "--patience",
         type=positive(int),
@@ -163,15 +178,17 @@ def add_command(sub: Any, name: str) -> None:
             "--data",
             default="digits",
             metavar="DATA",
-            help="digits | breast-cancer | sample-images | PATH.npy | PATH.npz | "
-            "PATH.csv | FOLDER of PNG/JPEG images (default: digits)",
+            help="digits | breast-cancer | sample-images[:china|:flower] | photos (patches of "
+            "seven photos that ship with scikit-learn, matplotlib and scikit-image; flower.jpg "
+            "is left out for testing) | PATH.npy | PATH.npz | PATH.csv | FOLDER of PNG/JPEG "
+            "images (default: digits)",
         )
         p.add_argument("--key", help="array name inside an .npz holding several")
         p.add_argument(
             "--patch",
             type=positive(int),
             default=32,
-            help="patch size for sample-images, 2 .. 427 (default: 32)",
+            help="patch size for sample-images (2 .. 427) and photos (2 .. 300) (default: 32)",
         )
         p.add_argument(
             "--out", type=Path, metavar="DIR", help="model package to write (default: models/NAME)"
@@ -280,6 +297,7 @@ def run_train(args: argparse.Namespace) -> int:
         latent_dim=args.latent_dim,
         hidden=args.hidden,
         channels=args.channels,
+        activation=args.activation,
         normalize=args.normalize,
         loss=args.loss,
         noise=args.noise,
@@ -294,6 +312,7 @@ def run_train(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         codec=args.codec,
         rate_lambda=args.rate_lambda,
+        clip_grad=args.clip_grad,
         int8_weights=args.int8_weights,
         data_options={"key": args.key, "patch": args.patch},
     )

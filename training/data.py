@@ -23,6 +23,7 @@ BUILTIN = (
     "sample-images",
     "sample-images:china",
     "sample-images:flower",
+    "photos",
 )
 PHOTOS = ("china", "flower")
 """scikit-learn's two sample photos (china.jpg, flower.jpg), 427x640 RGB."""
@@ -92,6 +93,66 @@ def sample_photos(which: str | None = None) -> list[np.ndarray]:
     return [bunch.images[names.index(which)]]
 
 
+TRAINING_PHOTOS = (
+    ("sklearn", "china.jpg"),
+    ("matplotlib", "grace_hopper.jpg"),
+    ("skimage", "astronaut.png"),
+    ("skimage", "chelsea.png"),
+    ("skimage", "coffee.png"),
+    ("skimage", "motorcycle_left.png"),
+    ("skimage", "rocket.jpg"),
+)
+"""The `photos` training set: natural RGB photos that ship inside installed packages
+(scikit-learn, matplotlib, scikit-image), so nothing is downloaded. flower.jpg is left
+out on purpose: it is the held-out test image (`sample-images:flower`)."""
+
+
+def _package_photo(package: str, filename: str) -> np.ndarray:
+    from PIL import Image
+
+    if package == "sklearn":
+        return sample_photos(Path(filename).stem)[0]
+    try:
+        module = __import__(package)
+    except ImportError:
+        raise DataError(
+            f"the photos data set needs {package} (it ships {filename}): "
+            "pip install 'latentwire[train]'"
+        ) from None
+    root = Path(module.__file__ or "").parent
+    path = root / ("mpl-data/sample_data" if package == "matplotlib" else "data") / filename
+    if not path.is_file():
+        raise DataError(f"{path} is missing from the installed {package}")
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def training_photos() -> list[np.ndarray]:
+    """The TRAINING_PHOTOS as (H, W, 3) uint8 arrays."""
+    return [_package_photo(pkg, name) for pkg, name in TRAINING_PHOTOS]
+
+
+def _grid_patches(images: list[np.ndarray], patch: int, step: int) -> np.ndarray:
+    """Patches (N, 3, patch, patch) float32 cut on a grid with the given step."""
+    out = [
+        img[top : top + patch, left : left + patch].transpose(2, 0, 1)
+        for img in images
+        for top in range(0, img.shape[0] - patch + 1, step)
+        for left in range(0, img.shape[1] - patch + 1, step)
+    ]
+    return np.stack(out).astype(np.float32)
+
+
+def photo_patches(patch: int = 64) -> np.ndarray:
+    """Patches of the TRAINING_PHOTOS, cut every patch/4 pixels (overlapping crops: more
+    distinct views of seven photos than a patch/2 grid)."""
+    images = training_photos()
+    largest = min(min(img.shape[:2]) for img in images)
+    if not 2 <= patch <= largest:
+        raise DataError(f"--patch must be 2 .. {largest} for photos, got {patch}")
+    return _grid_patches(images, patch, max(1, patch // 4))
+
+
 def sample_image_patches(
     patch: int = 32, stride: int | None = None, which: str | None = None
 ) -> np.ndarray:
@@ -107,13 +168,7 @@ def sample_image_patches(
     step = stride or patch // 2
     if step < 1:
         raise DataError(f"patch stride must be at least 1, got {step}")
-    out = []
-    for img in images:
-        h, w, _ = img.shape
-        for top in range(0, h - patch + 1, step):
-            for left in range(0, w - patch + 1, step):
-                out.append(img[top : top + patch, left : left + patch].transpose(2, 0, 1))
-    return np.stack(out).astype(np.float32)
+    return _grid_patches(images, patch, step)
 
 
 def _sample_images(patch: int, which: str | None = None) -> Dataset:
@@ -195,6 +250,8 @@ def load_data(spec: str, *, key: str | None = None, patch: int = 32) -> Dataset:
         return _breast_cancer()
     if spec == "sample-images":
         return _sample_images(patch)
+    if spec == "photos":
+        return _finish(photo_patches(patch), name="photos", source=spec, image=True, norm="scale")
     if spec.startswith("sample-images:"):
         return _sample_images(patch, spec.partition(":")[2])
     path = Path(spec)

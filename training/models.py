@@ -28,6 +28,9 @@ class ModelConfig:
     """Dense: hidden layer widths of the encoder (the decoder mirrors them)."""
     channels: tuple[int, ...] = (64, 96, 128)
     """Conv: channels of the stride-2 stages; the total stride is 2 ** len(channels)."""
+    activation: str = "gelu"
+    """Conv: the nonlinearity between stages, "gelu" or "gdn" (generalised divisive
+    normalisation in the encoder, its inverse in the decoder: Ballé et al.'s image codecs)."""
     output_activation: str = "sigmoid"
     """"sigmoid" when training data (after normalisation) lies in [0, 1], else "identity"."""
     prior: bool = False
@@ -55,6 +58,7 @@ class ModelConfig:
             latent_dim=int(d["latent_dim"]),
             hidden=tuple(d["hidden"]),
             channels=tuple(d["channels"]),
+            activation=d.get("activation", "gelu"),
             output_activation=d["output_activation"],
             prior=bool(d.get("prior", False)),
             extra=dict(d.get("extra", {})),
@@ -101,8 +105,43 @@ class DenseAutoencoder(nn.Module):
         return _forward(self, x)
 
 
+class GDN(nn.Module):
+    """Generalised divisive normalisation (Ballé et al. 2016):
+    y_i = x_i / sqrt(beta_i + sum_j gamma_ij x_j^2), or x_i * sqrt(...) when `inverse`.
+
+    beta and gamma are kept non-negative by storing their square roots (with CompressAI's
+    small pedestal, so gradients stay well behaved near zero). Exports as Mul, Conv, Sqrt.
+    """
+
+    _PEDESTAL = 2.0**-18
+
+    def __init__(self, channels: int, *, inverse: bool = False, gamma_init: float = 0.1):
+        super().__init__()
+        self.inverse = inverse
+        ped = self._PEDESTAL
+        self.beta = nn.Parameter(torch.sqrt(torch.ones(channels) + ped))
+        self.gamma = nn.Parameter(torch.sqrt(gamma_init * torch.eye(channels) + ped))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ped = self._PEDESTAL
+        c = self.beta.shape[0]
+        beta = self.beta.clamp(min=(1e-6 + ped) ** 0.5) ** 2 - ped
+        gamma = self.gamma.clamp(min=ped**0.5) ** 2 - ped
+        norm = torch.sqrt(nn.functional.conv2d(x * x, gamma.reshape(c, c, 1, 1), beta))
+        return x * norm if self.inverse else x / norm
+
+
+def _conv_activation(name: str, channels: int, *, inverse: bool) -> nn.Module:
+    if name == "gdn":
+        return GDN(channels, inverse=inverse)
+    if name == "gelu":
+        return nn.GELU()
+    raise ValueError(f"unknown conv activation {name!r}; use gelu or gdn")
+
+
 class ConvAutoencoder(nn.Module):
-    """Fully convolutional: stride-2 5x5 conv stages down, transposed convs back up.
+    """Fully convolutional: stride-2 5x5 conv stages down, transposed convs back up, GELU or
+    GDN between them.
 
     Any image whose height and width are multiples of 2 ** len(channels) works.
     """
@@ -113,15 +152,19 @@ class ConvAutoencoder(nn.Module):
         enc: list[nn.Module] = []
         prev = c_in
         for c in cfg.channels:
-            enc += [nn.Conv2d(prev, c, 5, stride=2, padding=2), nn.GELU()]
+            act = _conv_activation(cfg.activation, c, inverse=False)
+            enc += [nn.Conv2d(prev, c, 5, stride=2, padding=2), act]
             prev = c
         enc.append(nn.Conv2d(prev, cfg.latent_dim, 3, padding=1))
-        dec: list[nn.Module] = [nn.Conv2d(cfg.latent_dim, prev, 3, padding=1), nn.GELU()]
+        dec: list[nn.Module] = [
+            nn.Conv2d(cfg.latent_dim, prev, 3, padding=1),
+            _conv_activation(cfg.activation, prev, inverse=True),
+        ]
         ups = [*reversed(cfg.channels[:-1]), c_in]
         for i, c in enumerate(ups):
             dec.append(nn.ConvTranspose2d(prev, c, 5, stride=2, padding=2, output_padding=1))
             if i < len(ups) - 1:
-                dec.append(nn.GELU())
+                dec.append(_conv_activation(cfg.activation, c, inverse=True))
             prev = c
         dec.append(_activation(cfg.output_activation))
         self.encoder = nn.Sequential(*enc)

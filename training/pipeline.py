@@ -108,6 +108,7 @@ def make_config(
     latent_dim: int | None,
     hidden: tuple[int, ...],
     channels: tuple[int, ...],
+    activation: str = "gelu",
 ) -> ModelConfig:
     kind = ("conv" if data.is_image else "dense") if model == "auto" else model
     shape = tuple(int(s) for s in data.x.shape[1:])
@@ -130,6 +131,7 @@ def make_config(
         latent_dim=latent_dim or default_k,
         hidden=tuple(hidden),
         channels=tuple(channels),
+        activation=activation,
     )
 
 
@@ -144,6 +146,7 @@ def train_and_export(
     latent_dim: int | None = None,
     hidden: tuple[int, ...] = (128, 64),
     channels: tuple[int, ...] = (64, 96, 128),
+    activation: str = "gelu",
     normalize: str = "auto",
     codec: str = "f32",
     int8_weights: bool = False,
@@ -153,7 +156,14 @@ def train_and_export(
     check_destination(out)  # before training, not after it
     if codec not in FORMATS:
         raise DataError(f"--codec must be one of {', '.join(FORMATS)}, got {codec!r}")
-    cfg = make_config(data, model=model, latent_dim=latent_dim, hidden=hidden, channels=channels)
+    cfg = make_config(
+        data,
+        model=model,
+        latent_dim=latent_dim,
+        hidden=hidden,
+        channels=channels,
+        activation=activation,
+    )
     cfg = replace(cfg, prior=codec == "entropy")
     tcfg = TrainConfig(**train_kwargs)
     result = train(

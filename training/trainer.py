@@ -49,6 +49,9 @@ class TrainConfig:
     """Denoising: "gaussian:SIGMA" or "mask:P" corrupts inputs, the target stays clean."""
     device: str = "auto"
     """auto | cpu | cuda; mixed precision is used on CUDA."""
+    clip_grad: float = 1.0
+    """Clip the gradient's global norm to this before each step (0 = off); steps whose loss
+    or gradient is not finite are skipped. May change on resume."""
     rate_lambda: float = 0.01
     """Models with a prior (the entropy format): loss = distortion + rate_lambda * bits per
     input value (bits per sample / values per sample)."""
@@ -93,6 +96,29 @@ def parse_noise(spec: str | None) -> Callable[[torch.Tensor, torch.Generator], t
         return x * (noise >= amount) if kind == "mask" else x + amount * noise
 
     return corrupt
+
+
+MAX_BAD_STEPS = 50
+"""Consecutive skipped (non-finite) steps after which training stops with an error."""
+
+
+def _clipped_step_ok(
+    model: torch.nn.Module, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler, clip: float
+) -> bool:
+    """Clip the gradient norm and step; False (and no step) when the gradient is not finite.
+
+    float16 AMP: the scaler's own inf check skips the step and lowers its scale, as usual.
+    """
+    if scaler.is_enabled():
+        scaler.unscale_(opt)
+    params = [p for p in model.parameters() if p.grad is not None]
+    norm = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else math.inf)
+    if not torch.isfinite(norm) and not scaler.is_enabled():
+        opt.zero_grad(set_to_none=True)
+        return False
+    scaler.step(opt)
+    scaler.update()
+    return True
 
 
 def cosine_lr(base: float, epoch: int, epochs: int) -> float:
@@ -151,6 +177,8 @@ def train(
     data_options: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train an autoencoder on `data` and return the best model (by validation loss)."""
+    if not config.clip_grad >= 0:
+        raise DataError(f"--clip-grad must be >= 0 (0 = off), got {config.clip_grad}")
     train_idx, val_idx = split(len(data.x), config.val_fraction, config.seed)
     kind = data.default_normalization if normalization == "auto" else normalization
     norm = fit_normalization(data.x[train_idx], kind, is_image=data.is_image)
@@ -270,7 +298,8 @@ def train(
             disable=not show,
             dynamic_ncols=True,
         )
-    t0 = time.perf_counter()
+    t0 = last_log = time.perf_counter()
+    bad_steps = 0
     epoch = start_epoch
     for epoch in range(start_epoch + 1, config.epochs + 1):
         if bad_epochs >= config.patience:
@@ -287,8 +316,16 @@ def train(
             loss, _ = objective(inp, target, gen)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
-            scaler.step(opt)
-            scaler.update()
+            if not _clipped_step_ok(model, opt, scaler, config.clip_grad):
+                bad_steps += 1
+                if bad_steps >= MAX_BAD_STEPS:
+                    raise DataError(
+                        f"training diverged at epoch {epoch}: {bad_steps} steps in a row had "
+                        f"a non-finite loss or gradient; try a lower --lr (now {config.lr:g})"
+                        + (f" or --clip-grad {config.clip_grad / 2:g}" if config.clip_grad else "")
+                    )
+                continue
+            bad_steps = 0
             total += loss.item() * len(target)
             seen += len(target)
         model.eval()
@@ -296,7 +333,7 @@ def train(
             vin = corrupt(xv, torch.Generator().manual_seed(val_gen_seed)) if corrupt else xv
             val_t, val_bits = objective(vin, xv, None)
             val = float(val_t)
-        train_loss = total / seen
+        train_loss = total / seen if seen else math.nan
         history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val})
         if prior is not None:
             history[-1]["val_bits_per_sample"] = val_bits
@@ -311,8 +348,23 @@ def train(
                 loss=f"{train_loss:.5f}", val=f"{val:.5f}", best=f"{best_val:.5f}", **extra
             )
             bar.update(1)
-        if not show and config.progress and (epoch % 25 == 0 or epoch == 1):
-            log.info("epoch %d: loss %.6f, val %.6f (best %.6f)", epoch, train_loss, val, best_val)
+        # without a terminal: a log line every 25 epochs, or every 30 s when epochs are slow
+        if (
+            not show
+            and config.progress
+            and (epoch % 25 == 0 or epoch == 1 or time.perf_counter() - last_log > 30)
+        ):
+            last_log = time.perf_counter()
+            rate = f", {val_bits:.1f} bits/sample" if prior is not None else ""
+            log.info(
+                "epoch %d/%d: loss %.6f, val %.6f (best %.6f%s)",
+                epoch,
+                config.epochs,
+                train_loss,
+                val,
+                best_val,
+                rate,
+            )
         if checkpoint is not None:
             _save_atomic(
                 {
