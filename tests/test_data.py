@@ -126,6 +126,14 @@ def test_photos_training_set_leaves_flower_out() -> None:
         ((h - 64) // 16 + 1) * ((w - 64) // 16 + 1) for h, w, _ in (p.shape for p in photos)
     )
     assert ds.x.shape[0] == expected
+    # evaluate fits its image PCA baseline on the model's training images, whole
+    from latentwire.training.data import load_whole_images
+
+    whole = load_whole_images("photos")
+    assert [w.shape for w in whole] == [(1, 3, *p.shape[:2]) for p in photos]
+    assert all(
+        np.array_equal(w[0].transpose(1, 2, 0), p) for w, p in zip(whole, photos, strict=True)
+    )
 
 
 # --------------------------------------------------------------------------- files

@@ -325,6 +325,40 @@ def test_negative_clip_grad_fails(digits: Dataset) -> None:
         _run(digits, epochs=1, clip_grad=-1.0)
 
 
+# --------------------------------------------------------------------------- prior
+
+
+def test_prior_learns_faster_than_the_transforms(digits: Dataset, tmp_path: Path) -> None:
+    """Entropy models: the prior's parameter group runs at prior_lr_scale x the scheduled
+    rate; a model without a prior has one group at the scheduled rate."""
+    from dataclasses import replace
+
+    cfg = replace(_config(digits, latent_dim=4), prior=True)
+    ckpt = tmp_path / "p.pt"
+    r = train(
+        digits,
+        model_config=cfg,
+        config=_tconfig(epochs=2, prior_lr_scale=4.0),
+        checkpoint=ckpt,
+    )
+    groups = load_checkpoint(ckpt)["optimizer_state"]["param_groups"]
+    assert [g["lr_scale"] for g in groups] == [1.0, 4.0]
+    assert groups[1]["lr"] == pytest.approx(4 * groups[0]["lr"])
+    assert len(groups[1]["params"]) == len(list(r.model.prior.parameters()))  # type: ignore[union-attr]
+    with pytest.raises(DataError, match="prior_lr_scale"):
+        train(
+            digits,
+            model_config=cfg,
+            config=_tconfig(epochs=3, prior_lr_scale=2.0),
+            checkpoint=ckpt,
+            resume=True,
+        )
+    plain = tmp_path / "plain.pt"
+    _run(digits, epochs=1, checkpoint=plain)
+    groups = load_checkpoint(plain)["optimizer_state"]["param_groups"]
+    assert len(groups) == 1 and groups[0]["lr_scale"] == 1.0
+
+
 # --------------------------------------------------------------------------- noise
 
 

@@ -109,6 +109,14 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--weight-decay", type=float, default=0.0, help="Adam weight decay (default: 0)")
     g.add_argument(
+        "--prior-lr-scale",
+        type=positive(float),
+        default=10.0,
+        metavar="X",
+        help="entropy models: the prior's learning rate is X times --lr, so the rate it "
+        "measures keeps up with the latents (default: 10)",
+    )
+    g.add_argument(
         "--clip-grad",
         type=float,
         default=1.0,
@@ -313,6 +321,7 @@ def run_train(args: argparse.Namespace) -> int:
         codec=args.codec,
         rate_lambda=args.rate_lambda,
         clip_grad=args.clip_grad,
+        prior_lr_scale=args.prior_lr_scale,
         int8_weights=args.int8_weights,
         data_options={"key": args.key, "patch": args.patch},
     )

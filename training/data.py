@@ -180,10 +180,12 @@ def _sample_images(patch: int, which: str | None = None) -> Dataset:
 
 def load_whole_images(spec: str) -> list[np.ndarray]:
     """Whole images (1, C, H, W) float32 in 0..255 for evaluation: `sample-images:NAME`,
-    `sample-images` (both photos), a PNG/JPEG file, or a folder of them."""
-    if spec == "sample-images" or spec.startswith("sample-images:"):
+    `sample-images` (both photos), `photos` (the TRAINING_PHOTOS), a PNG/JPEG file, or a
+    folder of them."""
+    if spec == "sample-images" or spec.startswith("sample-images:") or spec == "photos":
         which = spec.partition(":")[2] or None
-        return [img.transpose(2, 0, 1)[None].astype(np.float32) for img in sample_photos(which)]
+        photos = training_photos() if spec == "photos" else sample_photos(which)
+        return [img.transpose(2, 0, 1)[None].astype(np.float32) for img in photos]
     path = Path(spec)
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)

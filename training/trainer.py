@@ -52,6 +52,10 @@ class TrainConfig:
     clip_grad: float = 1.0
     """Clip the gradient's global norm to this before each step (0 = off); steps whose loss
     or gradient is not finite are skipped. May change on resume."""
+    prior_lr_scale: float = 10.0
+    """Models with a prior: its density network learns this many times faster than the
+    transforms, so the rate the transforms are trained against tracks their latents (at
+    the same learning rate it lags far behind on short runs and overstates the bits)."""
     rate_lambda: float = 0.01
     """Models with a prior (the entropy format): loss = distortion + rate_lambda * bits per
     input value (bits per sample / values per sample)."""
@@ -119,6 +123,19 @@ def _clipped_step_ok(
     scaler.step(opt)
     scaler.update()
     return True
+
+
+def _param_groups(model: Autoencoder, prior_lr_scale: float) -> list[dict[str, Any]]:
+    """Adam parameter groups, each with the factor ("lr_scale") on the scheduled rate."""
+    prior = model.prior
+    if prior is None:
+        return [{"params": list(model.parameters()), "lr_scale": 1.0}]
+    own = {id(p) for p in prior.parameters()}
+    rest = [p for p in model.parameters() if id(p) not in own]
+    return [
+        {"params": rest, "lr_scale": 1.0},
+        {"params": list(prior.parameters()), "lr_scale": prior_lr_scale},
+    ]
 
 
 def cosine_lr(base: float, epoch: int, epochs: int) -> float:
@@ -204,7 +221,9 @@ def train(
 
     torch.manual_seed(config.seed)
     model = build_model(model_config).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    opt = torch.optim.Adam(
+        _param_groups(model, config.prior_lr_scale), lr=config.lr, weight_decay=config.weight_decay
+    )
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     gen = torch.Generator().manual_seed(config.seed)
     xt = torch.from_numpy(x_n[train_idx]).to(device)
@@ -226,6 +245,7 @@ def train(
         "lr": config.lr,
         "weight_decay": config.weight_decay,
         "rate_lambda": config.rate_lambda if model_config.prior else None,
+        "prior_lr_scale": config.prior_lr_scale if model_config.prior else None,
     }
     if resume and checkpoint is not None and checkpoint.exists():
         ckpt = load_checkpoint(checkpoint)
@@ -306,7 +326,7 @@ def train(
             epoch -= 1
             break
         for group in opt.param_groups:  # closed form, so a resume with more --epochs is right
-            group["lr"] = cosine_lr(config.lr, epoch, config.epochs)
+            group["lr"] = cosine_lr(config.lr, epoch, config.epochs) * group.get("lr_scale", 1.0)
         model.train()
         order = torch.randperm(len(xt), generator=gen).to(device)
         total, seen = 0.0, 0
