@@ -325,6 +325,17 @@ def test_negative_clip_grad_fails(digits: Dataset) -> None:
         _run(digits, epochs=1, clip_grad=-1.0)
 
 
+def test_validation_in_chunks_matches_one_pass(
+    digits: Dataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Validation runs in bounded chunks; the loss is the same as over the whole split."""
+    whole = _run(digits, epochs=2)
+    monkeypatch.setattr(trainer_mod, "VAL_CHUNK_VALUES", 64 * 50)  # 50 digits per chunk
+    chunked = _run(digits, epochs=2)
+    for a, b in zip(whole.history, chunked.history, strict=True):
+        assert b["val_loss"] == pytest.approx(a["val_loss"], rel=1e-5)
+
+
 # --------------------------------------------------------------------------- prior
 
 

@@ -102,6 +102,8 @@ def parse_noise(spec: str | None) -> Callable[[torch.Tensor, torch.Generator], t
     return corrupt
 
 
+VAL_CHUNK_VALUES = 1 << 22
+"""Validation runs in chunks of about this many input values (bounded memory)."""
 MAX_BAD_STEPS = 50
 """Consecutive skipped (non-finite) steps after which training stops with an error."""
 
@@ -304,17 +306,32 @@ def train(
         rate = bits / target.numel()
         return loss_fn(out, target) + config.rate_lambda * rate, float(bits.detach()) / len(target)
 
-    val_gen_seed = config.seed + 1
+    val_chunk = max(1, VAL_CHUNK_VALUES // max(1, math.prod(xv.shape[1:])))
+
+    @torch.no_grad()
+    def validate() -> tuple[float, float]:
+        """(loss, bits per sample) over the validation split, in chunks of bounded size;
+        the same corruption every epoch."""
+        noise = torch.Generator().manual_seed(config.seed + 1)
+        loss_sum, bits_sum = 0.0, 0.0
+        for s in range(0, len(xv), val_chunk):
+            target = xv[s : s + val_chunk]
+            loss, bits = objective(corrupt(target, noise) if corrupt else target, target, None)
+            loss_sum += float(loss) * len(target)
+            bits_sum += bits * len(target)
+        return loss_sum / len(xv), bits_sum / len(xv)
+
     show = config.progress and sys.stderr.isatty()
     bar = None
     if config.progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(
-            total=config.epochs,
-            initial=start_epoch,
+        steps = math.ceil(len(xt) / config.batch_size)  # per epoch: the bar counts steps,
+        bar = tqdm(  # so slow epochs (photos) still show progress and an honest ETA
+            total=config.epochs * steps,
+            initial=start_epoch * steps,
             desc=f"train {data.name}",
-            unit="epoch",
+            unit="step",
             disable=not show,
             dynamic_ncols=True,
         )
@@ -348,11 +365,10 @@ def train(
             bad_steps = 0
             total += loss.item() * len(target)
             seen += len(target)
+            if bar is not None:
+                bar.update(1)
         model.eval()
-        with torch.no_grad():
-            vin = corrupt(xv, torch.Generator().manual_seed(val_gen_seed)) if corrupt else xv
-            val_t, val_bits = objective(vin, xv, None)
-            val = float(val_t)
+        val, val_bits = validate()
         train_loss = total / seen if seen else math.nan
         history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val})
         if prior is not None:
@@ -365,9 +381,12 @@ def train(
         if bar is not None:
             extra = {"bits": f"{val_bits:.1f}"} if prior is not None else {}
             bar.set_postfix(
-                loss=f"{train_loss:.5f}", val=f"{val:.5f}", best=f"{best_val:.5f}", **extra
+                epoch=f"{epoch}/{config.epochs}",
+                loss=f"{train_loss:.5f}",
+                val=f"{val:.5f}",
+                best=f"{best_val:.5f}",
+                **extra,
             )
-            bar.update(1)
         # without a terminal: a log line every 25 epochs, or every 30 s when epochs are slow
         if (
             not show
