@@ -302,6 +302,45 @@ def test_divergence_stops_with_a_clear_error(
     assert "lower --lr" in str(e.value)
 
 
+def _blowup_mse(at_val_calls: set[int]) -> Any:
+    """F.mse_loss whose validation (no-grad) calls number `at_val_calls` come out 1000x."""
+    real = torch.nn.functional.mse_loss
+    calls = itertools.count()
+
+    def mse(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        loss = real(out, target)
+        if not out.requires_grad and next(calls) in at_val_calls:
+            return loss * 1000
+        return loss
+
+    return mse
+
+
+def test_blow_up_restores_the_best_weights_and_halves_the_rate(
+    digits: Dataset, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: Any
+) -> None:
+    monkeypatch.setattr(torch.nn.functional, "mse_loss", _blowup_mse({2}))  # epoch 3
+    ckpt = tmp_path / "b.pt"
+    with caplog.at_level("WARNING", logger="latentwire.training"):
+        r = _run(digits, epochs=4, checkpoint=ckpt)
+    assert "epoch 3: validation loss" in caplog.text and "learning rate halved" in caplog.text
+    c = load_checkpoint(ckpt)
+    assert (c["lr_factor"], c["recoveries"]) == (0.5, 1)
+    assert c["optimizer_state"]["param_groups"][0]["lr"] == pytest.approx(
+        trainer_mod.cosine_lr(2e-3, 4, 4) * 0.5
+    )
+    assert r.best_val == min(h["val_loss"] for h in r.history)
+    assert r.history[2]["val_loss"] > 100 * r.best_val
+
+
+def test_repeated_blow_ups_stop_with_a_clear_error(
+    digits: Dataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(torch.nn.functional, "mse_loss", _blowup_mse({1, 2, 3, 4}))
+    with pytest.raises(DataError, match=r"training diverged 4 times .* lower --lr"):
+        _run(digits, epochs=6)
+
+
 def test_gradient_clipping_bounds_each_step(digits: Dataset) -> None:
     """With --clip-grad, the gradient that reaches the optimiser never has a larger global
     norm than the limit."""

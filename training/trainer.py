@@ -102,6 +102,11 @@ def parse_noise(spec: str | None) -> Callable[[torch.Tensor, torch.Generator], t
     return corrupt
 
 
+BLOWUP_FACTOR = 4
+"""A validation loss over this many times the best one means training blew up (seen with
+GDN models at high learning rates): the best weights come back and the rate is halved."""
+MAX_RECOVERIES = 3
+"""Blow-ups after which training stops with an error."""
 VAL_CHUNK_VALUES = 1 << 22
 """Validation runs in chunks of about this many input values (bounded memory)."""
 MAX_BAD_STEPS = 50
@@ -232,6 +237,7 @@ def train(
     xv = torch.from_numpy(x_n[val_idx]).to(device)
 
     start_epoch, best_val, bad_epochs = 0, math.inf, 0
+    lr_factor, recoveries = 1.0, 0  # halved at each blow-up (see BLOWUP_FACTOR)
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     history: list[dict[str, float]] = []
     identity = {
@@ -264,6 +270,7 @@ def train(
         gen.set_state(ckpt["generator_state"])
         best_state = ckpt["best_state"]
         start_epoch, best_val, bad_epochs = ckpt["epoch"], ckpt["best_val"], ckpt["bad_epochs"]
+        lr_factor, recoveries = ckpt.get("lr_factor", 1.0), ckpt.get("recoveries", 0)
         history = list(ckpt["history"])
         log.info("resumed from %s at epoch %d (best val %.6g)", checkpoint, start_epoch, best_val)
 
@@ -343,7 +350,8 @@ def train(
             epoch -= 1
             break
         for group in opt.param_groups:  # closed form, so a resume with more --epochs is right
-            group["lr"] = cosine_lr(config.lr, epoch, config.epochs) * group.get("lr_scale", 1.0)
+            scale = group.get("lr_scale", 1.0) * lr_factor
+            group["lr"] = cosine_lr(config.lr, epoch, config.epochs) * scale
         model.train()
         order = torch.randperm(len(xt), generator=gen).to(device)
         total, seen = 0.0, 0
@@ -378,6 +386,25 @@ def train(
             best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         else:
             bad_epochs += 1
+        if not val <= BLOWUP_FACTOR * best_val:  # blown up (or NaN): back to the best weights
+            recoveries += 1
+            if recoveries > MAX_RECOVERIES:
+                raise DataError(
+                    f"training diverged {recoveries} times (last at epoch {epoch}: validation "
+                    f"loss {val:.4g}, best {best_val:.4g}); try a lower --lr (now {config.lr:g})"
+                )
+            lr_factor /= 2
+            model.load_state_dict(best_state)
+            opt.state.clear()  # Adam's moments belong to the weights that blew up
+            log.warning(
+                "epoch %d: validation loss %.4g is over %d x the best (%.4g): back to the best "
+                "weights, learning rate halved (x%g)",
+                epoch,
+                val,
+                BLOWUP_FACTOR,
+                best_val,
+                lr_factor,
+            )
         if bar is not None:
             extra = {"bits": f"{val_bits:.1f}"} if prior is not None else {}
             bar.set_postfix(
@@ -418,6 +445,8 @@ def train(
                     "epoch": epoch,
                     "best_val": best_val,
                     "bad_epochs": bad_epochs,
+                    "lr_factor": lr_factor,
+                    "recoveries": recoveries,
                     "history": history,
                     "model_state": model.state_dict(),
                     "best_state": best_state,
