@@ -101,6 +101,22 @@ _AE_COLORS = ("tab:red", "tab:purple", "tab:brown", "tab:pink", "black", "tab:ol
 _LOSSLESS_COLORS = {"zlib": "0.35", "zstd": "0.6"}
 
 
+def _count(n: Any, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _data_line(data: dict[str, Any], is_image: bool, shape: Any) -> str:
+    source, n_train = data.get("source", "?"), data.get("n_train", "?")
+    if is_image:
+        return (
+            f"- data: `{source}`, {_count(data.get('n_test', '?'), 'test image')} "
+            f"(shape {shape}); the PCA baseline is fitted on {n_train} 8x8 blocks of the "
+            "model's training images"
+        )
+    n_test = data.get("n_test", "?")
+    return f"- data: `{source}`, {n_train} training and {n_test} test samples of shape {shape}"
+
+
 def _sort_key(p: Point) -> tuple[int, str, float, str]:
     method = _METHOD_ORDER.index(p.method) if p.method in _METHOD_ORDER else len(_METHOD_ORDER)
     return (method, p.model or "", p.bytes_per_sample, p.label)
@@ -165,8 +181,7 @@ def _markdown(
     lines = [
         f"# Rate–distortion report: {data.get('name', '?')}",
         "",
-        f"- data: `{data.get('source', '?')}`, {data.get('n_train', '?')} training and "
-        f"{data.get('n_test', '?')} test samples of shape {shape}",
+        _data_line(data, is_image, shape),
         f"- PSNR peak (data range): {data.get('data_range', '?')}; "
         f"raw bytes per sample: {data.get('raw_bytes_per_sample', '?')}",
         "- bytes/sample is the payload only (JPEG: scan data, WebP: VP8 chunk); "
@@ -317,7 +332,11 @@ def _plot(path: Path, data: dict[str, Any], points: Sequence[Point]) -> None:
     if handles:
         fig.legend(handles, labels, loc="outside right center", fontsize=8, frameon=False)
     n_test = data.get("n_test")
-    tail = f" ({n_test} test samples)" if n_test else ""
+    tail = (
+        f" ({_count(n_test, 'test image' if data.get('is_image') else 'test sample')})"
+        if n_test
+        else ""
+    )
     fig.suptitle(f"Rate–distortion: {data.get('name', '')}{tail}")
     fig.savefig(path, dpi=120)
 
