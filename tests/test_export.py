@@ -60,8 +60,62 @@ def test_parity_check_fails_loudly_when_graph_and_torch_differ() -> None:
         layer = model.encoder[1]
         assert isinstance(layer, torch.nn.Linear)
         layer.bias.add_(1e-3)  # torch drifts away from the exported graph
-    with pytest.raises(ExportError, match=r"disagree at batch 1: max abs error .* > 1e-05"):
+    with pytest.raises(
+        ExportError, match=r"disagree at batch 1: max abs error .* > .* \(1e-05 x max\(1, largest"
+    ):
         check_parity(model.encoder, blob, ("x", "z"), samples, label="encoder")
+
+
+def test_parity_limit_is_relative_for_large_outputs() -> None:
+    """Integer latents reach tens or hundreds: float32 rounding there is far above 1e-5 in
+    absolute terms, so the limit is 1e-5 x the largest |output| once outputs exceed 1."""
+    cfg = ModelConfig("dense", (64,), 8)
+    model = build_model(cfg).eval()
+    samples = np.random.default_rng(0).random((300, 64), dtype=np.float32)
+    from latentwire.training.export import _dynamic_axes, _to_onnx
+
+    last = model.encoder[-1]
+    assert isinstance(last, torch.nn.Linear)
+    with torch.no_grad():
+        last.weight.mul_(1e4)  # outputs in the thousands
+    blob = _to_onnx(
+        model.encoder, torch.from_numpy(samples[:2]), ("x", "z"), _dynamic_axes(cfg, False)
+    ).SerializeToString()
+    with torch.no_grad():
+        peak = float(model.encoder(torch.from_numpy(samples)).abs().max())
+        assert peak > 1e3
+        last.bias.add_(peak * 1e-7)  # far above 1e-5 absolute, 1e-7 relative: fine
+    assert check_parity(model.encoder, blob, ("x", "z"), samples, label="encoder") > 1e-5
+    with torch.no_grad():
+        last.bias.add_(peak * 1e-4)  # 1e-4 relative: a real disagreement
+    with pytest.raises(ExportError, match="disagree"):
+        check_parity(model.encoder, blob, ("x", "z"), samples, label="encoder")
+
+
+def test_failed_export_after_training_points_at_the_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hours of training are not lost to a failed export: the error names the checkpoint
+    and the command that exports it again."""
+    from latentwire.training import export as export_mod
+    from latentwire.training.data import load_data
+    from latentwire.training.pipeline import train_and_export
+
+    monkeypatch.setattr(export_mod, "PARITY_ATOL", 0.0)
+    ckpt = tmp_path / "run.pt"
+    with pytest.raises(ExportError, match="disagree") as info:
+        train_and_export(
+            load_data("digits"),
+            name="d",
+            out=tmp_path / "pkg",
+            checkpoint=ckpt,
+            resume=False,
+            epochs=1,
+            progress=False,
+        )
+    assert f"the trained weights are kept in {ckpt}" in str(info.value)
+    assert f"latentwire export {ckpt} --out DIR" in str(info.value)
+    assert ckpt.is_file() and not (tmp_path / "pkg").exists()
 
 
 def test_failed_parity_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

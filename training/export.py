@@ -1,7 +1,8 @@
 """Export a trained autoencoder as a model package: encoder.onnx, decoder.onnx, manifest.json.
 
 Every export checks parity between torch and ONNX Runtime at batch sizes 1, 7 and 256 and
-fails loudly (ExportError) when the max abs error exceeds 1e-5; nothing is written to the
+fails loudly (ExportError) when the max abs error exceeds 1e-5 (relative to the largest
+output where outputs exceed 1, e.g. integer latents); nothing is written to the
 destination unless the check passes.
 """
 
@@ -197,7 +198,8 @@ def check_parity(
     extra: tuple[np.ndarray, ...] = (),
 ) -> float:
     """Max abs error between torch and ONNX Runtime at batch 1, 7 and 256 (and on each
-    `extra` batch, e.g. another image size); raises ExportError when > 1e-5."""
+    `extra` batch, e.g. another image size); raises ExportError when it exceeds 1e-5 x
+    max(1, largest |output|): float32 rounding grows with the values' magnitude."""
     session = create_session(onnx_bytes, "cpu", label=f"parity {label}", announce=False)
     worst = 0.0
     rng = np.random.default_rng(0)
@@ -213,10 +215,12 @@ def check_parity(
             )
         err = float(np.max(np.abs(got - want)))
         worst = max(worst, err)
-        if not err <= PARITY_ATOL:
+        peak = float(np.max(np.abs(want))) if want.size else 0.0
+        limit = PARITY_ATOL * max(1.0, peak)
+        if not err <= limit:
             raise ExportError(
                 f"{label}: ONNX Runtime and torch disagree at batch {batch}: max abs error "
-                f"{err:.3g} > {PARITY_ATOL:g}"
+                f"{err:.3g} > {limit:.3g} ({PARITY_ATOL:g} x max(1, largest |output| {peak:.3g}))"
             )
     return worst
 

@@ -16,7 +16,7 @@ from latentwire.runtime.model import Model
 
 from .baselines import psnr
 from .data import Dataset, load_data, split
-from .export import check_destination, export_package
+from .export import ExportError, check_destination, export_package
 from .models import Autoencoder, ModelConfig, latent_shape
 from .trainer import (
     TrainConfig,
@@ -198,17 +198,25 @@ def train_and_export(
     }
     if result.model_config.prior:
         info["rate_lambda"] = tcfg.rate_lambda
-    manifest = export_package(
-        result.model,
-        result.model_config,
-        out=out,
-        name=name,
-        normalization=result.normalization,
-        samples=samples,
-        info=info,
-        codes=codes,
-        int8_weights=int8_weights,
-    )
+    try:
+        manifest = export_package(
+            result.model,
+            result.model_config,
+            out=out,
+            name=name,
+            normalization=result.normalization,
+            samples=samples,
+            info=info,
+            codes=codes,
+            int8_weights=int8_weights,
+        )
+    except ExportError as exc:
+        if checkpoint is None or not checkpoint.exists():
+            raise
+        raise ExportError(
+            f"{exc}; the trained weights are kept in {checkpoint} "
+            f"(`latentwire export {checkpoint} --out DIR` exports them again)"
+        ) from None
     measured = measure_package(out, x_val, data_range)
     return TrainedPackage(result, manifest, out, val_psnr, measured)
 
