@@ -36,3 +36,4 @@ wait "$first"
 wait "$second"
 latentwire evaluate --model "$out/photos-l010" --model "$out/photos-l004" \
     --data sample-images:flower --report benchmarks/results/rd-image
+python benchmarks/flower_crops.py "$out/photos-l010" benchmarks/results/rd-image/flower-crops.png
