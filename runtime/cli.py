@@ -28,6 +28,7 @@ import numpy as np
 
 from . import __version__, client_cli
 from ._proto.v1 import codec_pb2
+from .argtypes import positive
 from .arrays import ARRAY_SUFFIXES, check_writable, read_array, write_array
 from .codes import read_codes_file, write_codes_file
 from .errors import DataError, InputError, LatentwireError
@@ -65,21 +66,6 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="ONNX Runtime intra-op threads, 0 = one per core (default: 0)",
     )
-
-
-def positive(kind: type) -> Any:
-    """argparse type: a number of `kind` that is > 0 (shared with the training commands)."""
-
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-        return value
-
-    return parse
 
 
 _COLOURS = {1: "greyscale", 3: "RGB"}
@@ -317,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     training = importlib.import_module("latentwire.training.cli")  # imports no torch itself
     for name in ("train", "export", "evaluate", "demo"):
         training.add_command(sub, name)
-    server_cli.add_command(sub, positive)
+    server_cli.add_command(sub)
     client_cli.add_commands(sub)
 
     p = sub.add_parser(

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from .argtypes import positive
 from .arrays import check_writable, read_array, write_array
 from .client import OUTPUT_DTYPES, Client
 from .errors import ServerError
@@ -46,7 +47,7 @@ def psnr(x: np.ndarray, x_hat: np.ndarray) -> float:
     return 10.0 * math.log10(data_range**2 / mse)
 
 
-def _add_connection_args(p: argparse.ArgumentParser, positive: Any) -> None:
+def _add_connection_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("connection")
     g.add_argument("--server", required=True, metavar="HOST:PORT", help="the server's address")
     g.add_argument("--tls", action="store_true", help="connect with TLS (implied by --ca/--cert)")
@@ -174,7 +175,7 @@ def cmd_fetch_encoder(args: argparse.Namespace, parser: argparse.ArgumentParser)
 
 def add_commands(sub: Any) -> None:
     """Register `send` and `fetch-encoder` on the `latentwire` subparsers."""
-    from .cli import _add_model_args, positive  # here: cli imports this module
+    from .cli import _add_model_args  # here: cli imports this module
 
     p = sub.add_parser(
         "send",
@@ -204,7 +205,7 @@ def add_commands(sub: Any) -> None:
         action="store_true",
         help="send every message over one DecodeStream instead of one Decode call each",
     )
-    _add_connection_args(p, positive)
+    _add_connection_args(p)
     p.set_defaults(func=functools.partial(cmd_send, parser=p))
 
     p = sub.add_parser(
@@ -217,5 +218,5 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--name", required=True, help="model name on the server")
     p.add_argument("--version", default="", help="version directory (default: the latest)")
     p.add_argument("--out", required=True, metavar="DIR", help="new or empty folder to write")
-    _add_connection_args(p, positive)
+    _add_connection_args(p)
     p.set_defaults(func=functools.partial(cmd_fetch_encoder, parser=p))

@@ -181,6 +181,9 @@ def test_bad_flags_are_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
         (["frobnicate"], "invalid choice"),
         (["encode", "--model", "m", "x.npy", "--out", "c", "--chunk", "0"], "must be > 0"),
         (["encode", "--model", "m", "x.npy", "--out", "c", "--chunk", "-1"], "must be > 0"),
+        (["train", "--clip-grad", "-1"], "must be >= 0"),
+        (["train", "--lr", "nan"], "must be > 0"),
+        (["serve", "--models", "m", "--max-delay-ms", "nan"], "must be >= 0"),
     ]
     for argv, expected in cases:
         with pytest.raises(SystemExit) as exc:

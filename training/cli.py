@@ -9,7 +9,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from latentwire.runtime.cli import positive
+from latentwire.runtime.argtypes import non_negative, positive
 from latentwire.runtime.errors import DataError
 
 log = logging.getLogger("latentwire")
@@ -118,7 +118,7 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--clip-grad",
-        type=float,
+        type=non_negative(float),
         default=1.0,
         metavar="NORM",
         help="clip the gradient's global norm before each step, 0 = off; steps with a "

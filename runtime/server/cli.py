@@ -11,6 +11,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from ..argtypes import non_negative, positive
 from ..errors import LatentwireError
 from .app import MiB, ServeConfig, Server, pin_to_cpu
 from .batcher import BatchPolicy
@@ -29,17 +30,7 @@ fingerprint they carry. SIGTERM/SIGINT drain requests in flight, then exit.
 """
 
 
-def _nonneg_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
-
-
-def add_command(sub: Any, positive: Any) -> None:
+def add_command(sub: Any) -> None:
     p = sub.add_parser(
         "serve",
         help="serve model packages over gRPC (Codec + KServe V2, health, metrics)",
@@ -63,7 +54,7 @@ def add_command(sub: Any, positive: Any) -> None:
     )
     b.add_argument(
         "--max-delay-ms",
-        type=_nonneg_float,
+        type=non_negative(float),
         default=0.0,
         metavar="MS",
         help="longest a request waits for others to join its batch; 0 = greedy: batch whatever "
@@ -116,14 +107,14 @@ def add_command(sub: Any, positive: Any) -> None:
     )
     r.add_argument(
         "--poll-seconds",
-        type=_nonneg_float,
+        type=non_negative(float),
         default=2.0,
         metavar="S",
         help="rescan DIR for new or removed versions every S seconds; 0 = never (default: 2)",
     )
     r.add_argument(
         "--grace-seconds",
-        type=_nonneg_float,
+        type=non_negative(float),
         default=10.0,
         metavar="S",
         help="on SIGTERM, how long requests in flight may take to finish (default: 10)",

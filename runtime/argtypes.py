@@ -1,0 +1,30 @@
+"""argparse types for numeric flags, shared by every `latentwire` command."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+
+def _bounded(kind: type, ok: Callable[[Any], bool], rule: str) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
+        if not ok(value):  # NaN fails every comparison, so it is refused too
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {text}")
+        return value
+
+    return parse
+
+
+def positive(kind: type) -> Callable[[str], Any]:
+    """argparse type: a number of `kind` that is > 0."""
+    return _bounded(kind, lambda v: v > 0, "> 0")
+
+
+def non_negative(kind: type) -> Callable[[str], Any]:
+    """argparse type: a number of `kind` that is >= 0."""
+    return _bounded(kind, lambda v: v >= 0, ">= 0")
