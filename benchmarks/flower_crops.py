@@ -17,14 +17,10 @@ from PIL import Image, ImageDraw
 
 from latentwire.runtime import load
 from latentwire.runtime.codes import read_codes_file, write_codes_file
+from latentwire.training.baselines import psnr
 from latentwire.training.data import sample_photos
 
 CROP = (slice(60, 380), slice(120, 520))
-
-
-def _psnr(a: np.ndarray, ref: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - ref) ** 2))
-    return 10 * np.log10(255.0**2 / mse)
 
 
 def main(model_dir: str, out: str) -> None:
@@ -50,8 +46,8 @@ def main(model_dir: str, out: str) -> None:
     bpp = 8 / (h * w)
     panels = [
         (img, "flower.jpg (crop)"),
-        (ae, f"latentwire codes file {nbytes * bpp:.3f} bpp, {_psnr(ae, img):.2f} dB"),
-        (jpeg, f"JPEG q={q} file {len(data) * bpp:.3f} bpp, {_psnr(jpeg, img):.2f} dB"),
+        (ae, f"latentwire codes file {nbytes * bpp:.3f} bpp, {psnr(img, ae, 255.0):.2f} dB"),
+        (jpeg, f"JPEG q={q} file {len(data) * bpp:.3f} bpp, {psnr(img, jpeg, 255.0):.2f} dB"),
     ]
     cw = CROP[1].stop - CROP[1].start
     ch = CROP[0].stop - CROP[0].start

@@ -205,14 +205,13 @@ def test_gdn_matches_its_formula() -> None:
             m.beta.copy_(torch.rand(4) + 0.5)
             m.gamma.copy_(torch.rand(4, 4))
     x = torch.randn(2, 4, 3, 5)
-    beta = gdn.beta.detach() ** 2 - GDN._PEDESTAL
-    gamma = gdn.gamma.detach() ** 2 - GDN._PEDESTAL
-    norm = torch.sqrt(beta[None, :, None, None] + torch.einsum("ij,bjhw->bihw", gamma, x * x))
-    torch.testing.assert_close(gdn(x), x / norm)
-    beta = igdn.beta.detach() ** 2 - GDN._PEDESTAL
-    gamma = igdn.gamma.detach() ** 2 - GDN._PEDESTAL
-    norm = torch.sqrt(beta[None, :, None, None] + torch.einsum("ij,bjhw->bihw", gamma, x * x))
-    torch.testing.assert_close(igdn(x), x * norm)
+    for module, expected in ((gdn, lambda n: x / n), (igdn, lambda n: x * n)):
+        beta = module.beta.detach() ** 2 - GDN._PEDESTAL
+        gamma = module.gamma.detach() ** 2 - GDN._PEDESTAL
+        quad = torch.einsum("ij,bjhw->bihw", gamma, x * x)
+        torch.testing.assert_close(
+            module(x), expected(torch.sqrt(beta[None, :, None, None] + quad))
+        )
 
 
 def test_gdn_entropy_image_model_exports_and_codes_any_size(tmp_path: Path) -> None:

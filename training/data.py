@@ -132,8 +132,18 @@ def training_photos() -> list[np.ndarray]:
     return [_package_photo(pkg, name) for pkg, name in TRAINING_PHOTOS]
 
 
-def _grid_patches(images: list[np.ndarray], patch: int, step: int) -> np.ndarray:
-    """Patches (N, 3, patch, patch) float32 cut on a grid with the given step."""
+def _grid_patches(images: list[np.ndarray], patch: int, step: int, source: str) -> np.ndarray:
+    """Patches (N, 3, patch, patch) float32 cut on a grid with the given step; `patch` must
+    fit the smallest of the images (`source` names them in the error)."""
+    smallest = min(images, key=lambda img: min(img.shape[:2]))
+    largest = min(smallest.shape[:2])
+    if not 2 <= patch <= largest:
+        raise DataError(
+            f"--patch must be 2 .. {largest} for {source} (its smallest photo is "
+            f"{smallest.shape[0]}x{smallest.shape[1]}), got {patch}"
+        )
+    if step < 1:
+        raise DataError(f"patch stride must be at least 1, got {step}")
     out = [
         img[top : top + patch, left : left + patch].transpose(2, 0, 1)
         for img in images
@@ -146,11 +156,7 @@ def _grid_patches(images: list[np.ndarray], patch: int, step: int) -> np.ndarray
 def photo_patches(patch: int = 64) -> np.ndarray:
     """Patches of the TRAINING_PHOTOS, cut every patch/4 pixels (overlapping crops: more
     distinct views of seven photos than a patch/2 grid)."""
-    images = training_photos()
-    largest = min(min(img.shape[:2]) for img in images)
-    if not 2 <= patch <= largest:
-        raise DataError(f"--patch must be 2 .. {largest} for photos, got {patch}")
-    return _grid_patches(images, patch, max(1, patch // 4))
+    return _grid_patches(training_photos(), patch, max(1, patch // 4), "photos")
 
 
 def sample_image_patches(
@@ -158,17 +164,7 @@ def sample_image_patches(
 ) -> np.ndarray:
     """Patches (N, 3, patch, patch) cut on a grid from scikit-learn's sample photos (both,
     or the one named `which`)."""
-    images = sample_photos(which)
-    largest = min(min(img.shape[:2]) for img in images)
-    if not 2 <= patch <= largest:
-        raise DataError(
-            f"--patch must be 2 .. {largest} for sample-images (its photos are "
-            f"{images[0].shape[0]}x{images[0].shape[1]}), got {patch}"
-        )
-    step = stride or patch // 2
-    if step < 1:
-        raise DataError(f"patch stride must be at least 1, got {step}")
-    return _grid_patches(images, patch, step)
+    return _grid_patches(sample_photos(which), patch, stride or patch // 2, "sample-images")
 
 
 def _sample_images(patch: int, which: str | None = None) -> Dataset:
