@@ -169,3 +169,29 @@ def format_repo(tmp_path_factory: pytest.TempPathFactory, format_pkgs: dict[str,
     for fmt, pkg in format_pkgs.items():
         shutil.copytree(pkg, root / f"digits-{fmt}" / "1")
     return root
+
+
+def error_class(exc: Any) -> str | None:
+    """The server's error class (trailing metadata "latentwire-error") of a grpc.RpcError."""
+    for key, value in exc.trailing_metadata() or ():
+        if key == "latentwire-error":
+            return str(value)
+    return None
+
+
+def rpc_fails(call: Any, code: Any, *words: str, kind: str | None = None) -> str:
+    """Run `call()`, check it fails with the grpc.StatusCode `code`, a message holding
+    `words` and no traceback, and (when given) the error class `kind`; returns the message."""
+    import grpc
+
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    err = info.value
+    details = err.details() or ""
+    assert err.code() == code, f"{err.code()}: {details}"
+    for word in words:
+        assert word in details, f"{word!r} not in {details!r}"
+    assert "Traceback" not in details
+    if kind is not None:
+        assert error_class(err) == kind
+    return details

@@ -21,7 +21,7 @@ from latentwire.runtime.client import Client
 from latentwire.runtime.codes import array_to_tensor, tensor_to_array
 from latentwire.runtime.errors import CodesError
 
-from .conftest import FORMAT_NAMES, running_server
+from .conftest import FORMAT_NAMES, rpc_fails, running_server
 
 K = 8
 V2_DATATYPE = {"f32": "FP32", "f16": "FP16", "int8": "INT8", "entropy": "INT32"}
@@ -91,28 +91,6 @@ def _copy(msg: codec_pb2.Codes) -> codec_pb2.Codes:
     out = codec_pb2.Codes()
     out.CopyFrom(msg)
     return out
-
-
-def _error_class(exc: grpc.RpcError) -> str | None:
-    for key, value in exc.trailing_metadata() or ():
-        if key == "latentwire-error":
-            return str(value)
-    return None
-
-
-def _fails(call: Any, code: grpc.StatusCode, *words: str, kind: str) -> str:
-    """`call()` fails with `code`, a message holding `words` and the error class `kind`
-    in the trailing metadata; returns the message."""
-    with pytest.raises(grpc.RpcError) as info:
-        call()
-    err = info.value
-    details = err.details() or ""
-    assert err.code() == code, f"{err.code()}: {details}"
-    for word in words:
-        assert word in details, f"{word!r} not in {details!r}"
-    assert "Traceback" not in details
-    assert _error_class(err) == kind
-    return details
 
 
 def _good_decode(stub: codec_pb2_grpc.CodecStub, local: Model, x: np.ndarray) -> None:
@@ -241,7 +219,7 @@ def test_truncated_entropy_stream(
     ):
         bad = _copy(codes)
         bad.tensor.CopyFrom(array_to_tensor(np.frombuffer(stream, np.uint8)))
-        _fails(
+        rpc_fails(
             lambda b=bad: stub.Decode(codec_pb2.DecodeRequest(codes=b), timeout=10),
             grpc.StatusCode.INVALID_ARGUMENT,
             *words,
@@ -256,7 +234,7 @@ def test_empty_entropy_stream_is_refused(
     local = locals_["entropy"]
     codes = local.to_codes(local.encode(digits_x[:10]))
     codes.tensor.CopyFrom(array_to_tensor(np.zeros(0, np.uint8)))
-    _fails(
+    rpc_fails(
         lambda: stub.Decode(codec_pb2.DecodeRequest(codes=codes), timeout=10),
         grpc.StatusCode.INVALID_ARGUMENT,
         kind="CodesError",
@@ -285,7 +263,7 @@ def test_out_of_range_symbols_over_v2_int32(
     assert prior is not None
     w = local.encode(digits_x[:5])
     w[2, 6] = int(prior.high[6]) + 1
-    _fails(
+    rpc_fails(
         lambda: v2_infer(_v2_request("digits-entropy.decoder", w, "INT32"), timeout=10),
         grpc.StatusCode.INVALID_ARGUMENT,
         "outside the entropy model's range",
@@ -306,7 +284,7 @@ def test_wrong_format_tag(
     local = locals_["int8"]
     codes = local.to_codes(local.encode(digits_x[:5]))
     codes.format = "f32"
-    _fails(
+    rpc_fails(
         lambda: stub.Decode(codec_pb2.DecodeRequest(codes=codes), timeout=10),
         grpc.StatusCode.INVALID_ARGUMENT,
         "codes have format 'f32'",
@@ -323,7 +301,7 @@ def test_wrong_tensor_dtype_in_codes(
     w = local.encode(digits_x[:5])
     codes = local.to_codes(w)
     codes.tensor.CopyFrom(array_to_tensor(w.astype(np.int16)))
-    _fails(
+    rpc_fails(
         lambda: stub.Decode(codec_pb2.DecodeRequest(codes=codes), timeout=10),
         grpc.StatusCode.INVALID_ARGUMENT,
         "carries int8 codes, got 'int16'",
@@ -357,7 +335,7 @@ def test_v2_wrong_datatype_for_the_format(
     words: tuple[str, ...],
     kind: str,
 ) -> None:
-    _fails(
+    rpc_fails(
         lambda: v2_infer(_v2_request(f"digits-{fmt}.decoder", array, datatype), timeout=10),
         grpc.StatusCode.INVALID_ARGUMENT,
         *words,

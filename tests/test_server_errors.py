@@ -21,7 +21,7 @@ from latentwire.runtime._proto.v1 import codec_pb2, codec_pb2_grpc
 from latentwire.runtime.codes import tensor_to_array
 from latentwire.runtime.server.batcher import BatchPolicy
 
-from .conftest import running_server
+from .conftest import error_class, rpc_fails, running_server
 
 NAME = "digits"
 CERTS = Path(__file__).parent / "certs"
@@ -36,29 +36,6 @@ def stub(server: Any) -> Iterator[codec_pb2_grpc.CodecStub]:
 
 def _z(n: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).normal(size=(n, 8)).astype(np.float32)
-
-
-def _error_class(exc: grpc.RpcError) -> str | None:
-    for key, value in exc.trailing_metadata() or ():
-        if key == "latentwire-error":
-            return str(value)
-    return None
-
-
-def _fails(call: Any, code: grpc.StatusCode, *words: str, kind: str | None = None) -> str:
-    """Run `call()`, check it fails with `code`, a message holding `words`, and (when
-    given) the error class `kind` in the trailing metadata; returns the message."""
-    with pytest.raises(grpc.RpcError) as info:
-        call()
-    err = info.value
-    details = err.details() or ""
-    assert err.code() == code, f"{err.code()}: {details}"
-    for word in words:
-        assert word in details, f"{word!r} not in {details!r}"
-    assert "Traceback" not in details
-    if kind is not None:
-        assert _error_class(err) == kind
-    return details
 
 
 def _good_decode(stub: codec_pb2_grpc.CodecStub, local: Model, **kw: Any) -> None:
@@ -76,7 +53,7 @@ def _request(codes: codec_pb2.Codes, **kw: Any) -> codec_pb2.DecodeRequest:
 def test_tensor_one_byte_short(stub: codec_pb2_grpc.CodecStub, local: Model) -> None:
     codes = local.to_codes(_z(5))
     codes.tensor.data = codes.tensor.data[:-1]
-    _fails(
+    rpc_fails(
         lambda: stub.Decode(_request(codes), timeout=10),
         grpc.StatusCode.INVALID_ARGUMENT,
         "needs 160 bytes",
@@ -88,7 +65,7 @@ def test_tensor_one_byte_short(stub: codec_pb2_grpc.CodecStub, local: Model) -> 
 
 def test_codes_of_the_wrong_width(stub: codec_pb2_grpc.CodecStub, local: Model) -> None:
     codes = local.to_codes(_z(5)[:, :7])  # 7 values per sample, the model expects 8
-    _fails(
+    rpc_fails(
         lambda: stub.Decode(_request(codes), timeout=10),
         grpc.StatusCode.INVALID_ARGUMENT,
         "expects 8",
@@ -102,7 +79,7 @@ def test_codes_of_the_wrong_width(stub: codec_pb2_grpc.CodecStub, local: Model) 
 def test_non_finite_codes(stub: codec_pb2_grpc.CodecStub, local: Model, value: float) -> None:
     z = _z(4)
     z[2, 5] = value
-    _fails(
+    rpc_fails(
         lambda: stub.Decode(_request(local.to_codes(z)), timeout=10),
         grpc.StatusCode.INVALID_ARGUMENT,
         "NaN/Inf",
@@ -115,7 +92,7 @@ def test_non_finite_codes(stub: codec_pb2_grpc.CodecStub, local: Model, value: f
 def test_empty_batch(stub: codec_pb2_grpc.CodecStub, local: Model) -> None:
     codes = local.to_codes(np.zeros((0, 8), dtype=np.float32))
     assert codes.count == 0 and list(codes.tensor.shape) == [0, 8]
-    _fails(
+    rpc_fails(
         lambda: stub.Decode(_request(codes), timeout=10),
         grpc.StatusCode.INVALID_ARGUMENT,
         "empty batch",
@@ -128,26 +105,26 @@ def test_empty_batch(stub: codec_pb2_grpc.CodecStub, local: Model) -> None:
 def test_other_malformed_requests(stub: codec_pb2_grpc.CodecStub, local: Model) -> None:
     bad = grpc.StatusCode.INVALID_ARGUMENT
     decode = stub.Decode
-    _fails(lambda: decode(codec_pb2.DecodeRequest(), timeout=10), bad, "no codes")
+    rpc_fails(lambda: decode(codec_pb2.DecodeRequest(), timeout=10), bad, "no codes")
     counted = local.to_codes(_z(4))
     counted.count = 5
-    _fails(lambda: decode(_request(counted), timeout=10), bad, "count=5", "(4, 8)")
+    rpc_fails(lambda: decode(_request(counted), timeout=10), bad, "count=5", "(4, 8)")
     wide = local.to_codes(_z(4))
     wide.tensor.dtype = "float64"
     wide.tensor.data = _z(4).astype(np.float64).tobytes()
-    _fails(lambda: decode(_request(wide), timeout=10), bad, "float32", "'float64'")
+    rpc_fails(lambda: decode(_request(wide), timeout=10), bad, "float32", "'float64'")
     huge = local.to_codes(_z(4))
     del huge.tensor.shape[:]
     huge.tensor.shape.extend([1 << 62, 8])
-    _fails(lambda: decode(_request(huge), timeout=10), bad, "needs", "got 128")
+    rpc_fails(lambda: decode(_request(huge), timeout=10), bad, "needs", "got 128")
     negative = local.to_codes(_z(4))
     negative.tensor.shape[0] = -4
-    _fails(lambda: decode(_request(negative), timeout=10), bad, "negative")
+    rpc_fails(lambda: decode(_request(negative), timeout=10), bad, "negative")
     fmt = local.to_codes(_z(4))
     fmt.format = "q8"
-    _fails(lambda: decode(_request(fmt), timeout=10), bad, "'q8'")
+    rpc_fails(lambda: decode(_request(fmt), timeout=10), bad, "'q8'")
     good = local.to_codes(_z(4))
-    _fails(
+    rpc_fails(
         lambda: decode(_request(good, output_dtype="float64"), timeout=10),
         bad,
         "float32",
@@ -162,7 +139,7 @@ def test_encode_input_of_the_wrong_shape(stub: codec_pb2_grpc.CodecStub, local: 
     from latentwire.runtime.codes import array_to_tensor
 
     x = np.zeros((3, 63), dtype=np.float32)
-    _fails(
+    rpc_fails(
         lambda: stub.Encode(
             codec_pb2.EncodeRequest(model_name=NAME, inputs=array_to_tensor(x)), timeout=10
         ),
@@ -179,21 +156,21 @@ def test_unknown_model(stub: codec_pb2_grpc.CodecStub, local: Model) -> None:
     codes = local.to_codes(_z(2))
     codes.model_name = "nosuch"
     codes.fingerprint = "ffffffffffffffff"
-    _fails(
+    rpc_fails(
         lambda: stub.Decode(_request(codes), timeout=10),
         grpc.StatusCode.NOT_FOUND,
         "ffffffffffffffff",
         "digits",  # what is loaded
         kind="ModelNotFound",
     )
-    _fails(
+    rpc_fails(
         lambda: stub.GetModel(codec_pb2.GetModelRequest(name="nosuch"), timeout=10),
         grpc.StatusCode.NOT_FOUND,
         "'nosuch'",
         "digits",
         kind="ModelNotFound",
     )
-    _fails(
+    rpc_fails(
         lambda: stub.FetchEncoder(
             codec_pb2.FetchEncoderRequest(name=NAME, version="9"), timeout=10
         ),
@@ -248,7 +225,7 @@ def test_codes_from_another_encoder(
     """Codes exactly as another package's encoder makes them. That package has the same
     manifest name ("digits-test") as the served one, which is served as "digits"."""
     codes = other_local.to_codes(_z(3))
-    _fails(
+    rpc_fails(
         lambda: stub.Decode(_request(codes), timeout=10),
         grpc.StatusCode.FAILED_PRECONDITION,
         other_local.fingerprint,
@@ -263,7 +240,7 @@ def test_codes_from_another_encoder_naming_the_served_model(
 ) -> None:
     codes = other_local.to_codes(_z(3))
     codes.model_name = NAME
-    _fails(
+    rpc_fails(
         lambda: stub.Decode(_request(codes), timeout=10),
         grpc.StatusCode.FAILED_PRECONDITION,
         other_local.fingerprint,
@@ -309,7 +286,7 @@ def test_message_over_the_receive_limit(repo: Path, local: Model) -> None:
         stub = codec_pb2_grpc.CodecStub(ch)
         big = _request(local.to_codes(_z(3200)))  # 102,400 bytes of codes
         assert big.ByteSize() > 100_000
-        _fails(
+        rpc_fails(
             lambda: stub.Decode(big, timeout=10),
             grpc.StatusCode.RESOURCE_EXHAUSTED,
             str(64 << 10),  # the limit
@@ -326,7 +303,7 @@ def test_response_over_the_send_limit(repo: Path, local: Model) -> None:
         grpc.insecure_channel(f"127.0.0.1:{srv.port}") as ch,
     ):
         stub = codec_pb2_grpc.CodecStub(ch)
-        _fails(
+        rpc_fails(
             lambda: stub.Decode(_request(local.to_codes(_z(300))), timeout=10),
             grpc.StatusCode.RESOURCE_EXHAUSTED,
             str(64 << 10),
@@ -349,7 +326,7 @@ def test_deadline_exceeded_while_batching(repo: Path, local: Model) -> None:
         stub = codec_pb2_grpc.CodecStub(ch)
         grpc.channel_ready_future(ch).result(timeout=10)
         t0 = time.monotonic()
-        _fails(
+        rpc_fails(
             lambda: stub.Decode(_request(local.to_codes(_z(2))), timeout=0.05),
             grpc.StatusCode.DEADLINE_EXCEEDED,
         )
@@ -397,7 +374,7 @@ def test_queue_full(repo: Path, local: Model) -> None:
         for err in refused:
             assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, err
             assert "max-queue 2" in (err.details() or "")
-            assert _error_class(err) == "Overloaded"
+            assert error_class(err) == "Overloaded"
         for z, response in answered:
             np.testing.assert_allclose(
                 tensor_to_array(response.reconstruction), local.decode(z), atol=1e-6
@@ -414,7 +391,7 @@ def test_bearer_token(repo: Path, local: Model) -> None:
     ):
         stub = codec_pb2_grpc.CodecStub(ch)
         request = _request(local.to_codes(_z(2)))
-        _fails(
+        rpc_fails(
             lambda: stub.Decode(request, timeout=10),
             grpc.StatusCode.UNAUTHENTICATED,
             "missing bearer token",
@@ -422,7 +399,7 @@ def test_bearer_token(repo: Path, local: Model) -> None:
             kind="Unauthenticated",
         )
         for wrong in ("Bearer nope", "s3cret", "Bearer s3cret "):
-            _fails(
+            rpc_fails(
                 lambda wrong=wrong: stub.Decode(
                     request, timeout=10, metadata=(("authorization", wrong),)
                 ),
@@ -430,11 +407,11 @@ def test_bearer_token(repo: Path, local: Model) -> None:
                 "wrong bearer token",
                 kind="Unauthenticated",
             )
-        _fails(
+        rpc_fails(
             lambda: stub.ListModels(codec_pb2.ListModelsRequest(), timeout=10),
             grpc.StatusCode.UNAUTHENTICATED,
         )
-        _fails(
+        rpc_fails(
             lambda: list(stub.DecodeStream(iter([request]), timeout=10)),
             grpc.StatusCode.UNAUTHENTICATED,
             kind="Unauthenticated",
@@ -502,7 +479,7 @@ def test_tls_with_token(repo: Path, local: Model) -> None:
         _tls_channel(srv.port, client_cert=False) as ch,
     ):
         stub = codec_pb2_grpc.CodecStub(ch)
-        _fails(
+        rpc_fails(
             lambda: stub.Decode(_request(local.to_codes(_z(2))), timeout=5),
             grpc.StatusCode.UNAUTHENTICATED,
         )
