@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import importlib.util
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +85,8 @@ def running_server(models: Path, **config: Any) -> Iterator[Any]:
     """An in-process latentwire server on a free port (`server.port`), stopped on exit.
 
     Keyword arguments go to ServeConfig; `policy=BatchPolicy(...)` sets batching. The
-    repository is not polled unless `poll_seconds` is given.
+    repository is not polled unless `poll_seconds` is given. Tests of the server take the
+    `serve` fixture instead, which runs them on both fronts.
     """
     from latentwire.runtime.server.app import ServeConfig, Server
 
@@ -96,10 +99,36 @@ def running_server(models: Path, **config: Any) -> Iterator[Any]:
         server.stop(grace=1.0)
 
 
+FRONTENDS = ("grpcio", "native")
+
+
+def require_native() -> None:
+    """Skip (visibly) without pygrpc-native; on CI its absence is a failure, so the native
+    front is never left untested by accident."""
+    if importlib.util.find_spec("pygrpc_native") is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must test the native front: pip install -e '.[server]'")
+        pytest.skip("pygrpc-native is not installed (pip install -e '.[server]')")
+
+
+@pytest.fixture(scope="session", params=FRONTENDS)
+def frontend(request: pytest.FixtureRequest) -> str:
+    """Every server test runs on both fronts: grpcio, and the native (Rust) front."""
+    if request.param == "native":
+        require_native()
+    return str(request.param)
+
+
 @pytest.fixture(scope="session")
-def server(repo: Path) -> Iterator[Any]:
+def serve(frontend: str) -> Callable[..., contextlib.AbstractContextManager[Any]]:
+    """`running_server` on the front under test: `with serve(repo, **config) as srv`."""
+    return functools.partial(running_server, frontend=frontend)
+
+
+@pytest.fixture(scope="session")
+def server(repo: Path, serve: Callable[..., Any]) -> Iterator[Any]:
     """A shared server over `repo` (default settings). Tests must not change `repo`."""
-    with running_server(repo) as srv:
+    with serve(repo) as srv:
         yield srv
 
 

@@ -305,7 +305,11 @@ def test_other_errors_are_not_retried(
 
 
 def test_retry_reaches_a_server_that_comes_up(
-    repo: Path, local: Model, digits_x: np.ndarray, monkeypatch: pytest.MonkeyPatch
+    repo: Path,
+    local: Model,
+    digits_x: np.ndarray,
+    monkeypatch: pytest.MonkeyPatch,
+    frontend: Any,
 ) -> None:
     """The stream fails before the server answers anything, so it is replayed whole."""
     port = _free_port()
@@ -316,7 +320,10 @@ def test_retry_reaches_a_server_that_comes_up(
         if not started:
             from latentwire.runtime.server.app import ServeConfig, Server
 
-            srv = Server(ServeConfig(models=repo, host="127.0.0.1", port=port, poll_seconds=0))
+            config = ServeConfig(
+                models=repo, host="127.0.0.1", port=port, poll_seconds=0, frontend=frontend
+            )
+            srv = Server(config)
             srv.start()
             started.append(srv)
         real_sleep(seconds)
@@ -389,8 +396,8 @@ def test_async_fetch_encoder(address: str, tmp_path: Path) -> None:
 
 
 # -- token and TLS ------------------------------------------------------------------------
-def test_bearer_token(repo: Path, digits_x: np.ndarray) -> None:
-    with running_server(repo, token="s3cret", warmup=False) as srv:
+def test_bearer_token(repo: Path, digits_x: np.ndarray, serve: Any) -> None:
+    with serve(repo, token="s3cret", warmup=False) as srv:
         target = f"127.0.0.1:{srv.port}"
         with Client(target) as c:
             assert c.health() == "SERVING"  # health checks need no token

@@ -21,7 +21,7 @@ from latentwire.runtime.client import Client
 from latentwire.runtime.codes import array_to_tensor, tensor_to_array
 from latentwire.runtime.errors import CodesError
 
-from .conftest import FORMAT_NAMES, rpc_fails, running_server
+from .conftest import FORMAT_NAMES, rpc_fails
 
 K = 8
 V2_DATATYPE = {"f32": "FP32", "f16": "FP16", "int8": "INT8", "entropy": "INT32"}
@@ -30,8 +30,8 @@ WIRE = {"f32": np.float32, "f16": np.float16, "int8": np.int8, "entropy": np.int
 
 # -- fixtures and helpers ------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def fserver(format_repo: Path) -> Iterator[Any]:
-    with running_server(format_repo) as srv:
+def fserver(format_repo: Path, serve: Any) -> Iterator[Any]:
+    with serve(format_repo) as srv:
         yield srv
 
 

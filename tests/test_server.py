@@ -27,8 +27,6 @@ from latentwire.runtime.codes import array_to_tensor, tensor_to_array
 from latentwire.runtime.server.app import ServeConfig, Server
 from latentwire.runtime.server.batcher import BatchPolicy
 
-from .conftest import running_server
-
 NAME = "digits"  # the served name is the repository folder (the manifest says "digits-test")
 
 
@@ -198,8 +196,9 @@ def test_health_serving_after_start(channel: grpc.Channel) -> None:
         assert _health(channel, service) == health_pb2.HealthCheckResponse.SERVING
 
 
-def test_health_follows_load_and_stop(repo: Path, local: Model) -> None:
-    srv = Server(ServeConfig(models=repo, host="127.0.0.1", port=0, poll_seconds=0))
+def test_health_follows_load_and_stop(repo: Path, local: Model, frontend: Any) -> None:
+    config = ServeConfig(models=repo, host="127.0.0.1", port=0, poll_seconds=0, frontend=frontend)
+    srv = Server(config)
     port = srv.start(load=False)
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
@@ -413,8 +412,8 @@ def _value(text: str, name: str, **labels: str) -> float:
     raise AssertionError(f"{name}{labels} not in the metrics:\n{text}")
 
 
-def test_metrics_endpoint(repo: Path, local: Model) -> None:
-    with running_server(repo, metrics_port=0) as srv:
+def test_metrics_endpoint(repo: Path, local: Model, serve: Any) -> None:
+    with serve(repo, metrics_port=0) as srv:
         assert srv.metrics_port
         with grpc.insecure_channel(f"127.0.0.1:{srv.port}") as ch:
             stub = codec_pb2_grpc.CodecStub(ch)
@@ -478,8 +477,8 @@ def _concurrent_decodes(port: int, local: Model, n: int) -> list[tuple[np.ndarra
     return list(zip(zs, results, strict=True))
 
 
-def test_batching_coalesces_concurrent_requests(repo: Path, local: Model) -> None:
-    with running_server(repo, policy=BatchPolicy(max_delay=0.05)) as srv:
+def test_batching_coalesces_concurrent_requests(repo: Path, local: Model, serve: Any) -> None:
+    with serve(repo, policy=BatchPolicy(max_delay=0.05)) as srv:
         outcomes = _concurrent_decodes(srv.port, local, 16)
         count, total, ones = _batch_counts(srv)
     for z, response in outcomes:
@@ -492,8 +491,8 @@ def test_batching_coalesces_concurrent_requests(repo: Path, local: Model) -> Non
     assert ones < count  # at least one batch held more than one sample
 
 
-def test_batching_disabled_runs_every_request_alone(repo: Path, local: Model) -> None:
-    with running_server(repo, policy=BatchPolicy(enabled=False)) as srv:
+def test_batching_disabled_runs_every_request_alone(repo: Path, local: Model, serve: Any) -> None:
+    with serve(repo, policy=BatchPolicy(enabled=False)) as srv:
         outcomes = _concurrent_decodes(srv.port, local, 16)
         count, total, ones = _batch_counts(srv)
     for z, response in outcomes:
@@ -504,9 +503,11 @@ def test_batching_disabled_runs_every_request_alone(repo: Path, local: Model) ->
     assert (count, total, ones) == (16, 16, 16)
 
 
-def test_greedy_batching_never_waits_for_a_lone_request(repo: Path, local: Model) -> None:
+def test_greedy_batching_never_waits_for_a_lone_request(
+    repo: Path, local: Model, serve: Any
+) -> None:
     """The default policy (max_delay 0) runs a lone request at once: no queueing delay."""
-    with running_server(repo) as srv, grpc.insecure_channel(f"127.0.0.1:{srv.port}") as ch:
+    with serve(repo) as srv, grpc.insecure_channel(f"127.0.0.1:{srv.port}") as ch:
         stub = codec_pb2_grpc.CodecStub(ch)
         for i in range(20):
             z = _z(1, seed=i)

@@ -278,9 +278,9 @@ def test_v2_fingerprint_parameter_mismatch(
 
 
 # -- resource limits -----------------------------------------------------------------------
-def test_message_over_the_receive_limit(repo: Path, local: Model) -> None:
+def test_message_over_the_receive_limit(repo: Path, local: Model, serve: Any) -> None:
     with (
-        running_server(repo, max_receive_bytes=64 << 10) as srv,
+        serve(repo, max_receive_bytes=64 << 10) as srv,
         grpc.insecure_channel(f"127.0.0.1:{srv.port}") as ch,
     ):
         stub = codec_pb2_grpc.CodecStub(ch)
@@ -295,11 +295,11 @@ def test_message_over_the_receive_limit(repo: Path, local: Model) -> None:
         _good_decode(stub, local)
 
 
-def test_response_over_the_send_limit(repo: Path, local: Model) -> None:
+def test_response_over_the_send_limit(repo: Path, local: Model, serve: Any) -> None:
     """300 reconstructions are 76.8 kB, over a 64 KiB send limit: RESOURCE_EXHAUSTED, and
     the server's metrics count the call as such, not as OK."""
     with (
-        running_server(repo, max_send_bytes=64 << 10) as srv,
+        serve(repo, max_send_bytes=64 << 10) as srv,
         grpc.insecure_channel(f"127.0.0.1:{srv.port}") as ch,
     ):
         stub = codec_pb2_grpc.CodecStub(ch)
@@ -317,10 +317,10 @@ def test_response_over_the_send_limit(repo: Path, local: Model) -> None:
         assert (ok, refused) == (1, 1)
 
 
-def test_deadline_exceeded_while_batching(repo: Path, local: Model) -> None:
+def test_deadline_exceeded_while_batching(repo: Path, local: Model, serve: Any) -> None:
     policy = BatchPolicy(max_delay=0.5, max_batch=100_000)
     with (
-        running_server(repo, policy=policy) as srv,
+        serve(repo, policy=policy) as srv,
         grpc.insecure_channel(f"127.0.0.1:{srv.port}") as ch,
     ):
         stub = codec_pb2_grpc.CodecStub(ch)
@@ -342,10 +342,10 @@ def test_deadline_exceeded_while_batching(repo: Path, local: Model) -> None:
         assert not get("latentwire_requests_total", {"method": "Decode", "code": "INTERNAL"})
 
 
-def test_queue_full(repo: Path, local: Model) -> None:
+def test_queue_full(repo: Path, local: Model, serve: Any) -> None:
     n = 8
     policy = BatchPolicy(max_delay=0.3, max_queue=2)
-    with running_server(repo, policy=policy) as srv:
+    with serve(repo, policy=policy) as srv:
         barrier = threading.Barrier(n)
         outcomes: list[Any] = [None] * n
         zs = [_z(1, seed=i) for i in range(n)]
@@ -384,9 +384,9 @@ def test_queue_full(repo: Path, local: Model) -> None:
 
 
 # -- authentication ------------------------------------------------------------------------
-def test_bearer_token(repo: Path, local: Model) -> None:
+def test_bearer_token(repo: Path, local: Model, serve: Any) -> None:
     with (
-        running_server(repo, token="s3cret") as srv,
+        serve(repo, token="s3cret") as srv,
         grpc.insecure_channel(f"127.0.0.1:{srv.port}") as ch,
     ):
         stub = codec_pb2_grpc.CodecStub(ch)

@@ -28,8 +28,6 @@ from latentwire.runtime._proto.v1 import codec_pb2, codec_pb2_grpc
 from latentwire.runtime.cli import main
 from latentwire.runtime.codes import tensor_to_array
 
-from .conftest import running_server
-
 NAME = "digits"
 
 
@@ -113,12 +111,16 @@ def _decode(stub: codec_pb2_grpc.CodecStub, model: Model, z: np.ndarray) -> Any:
 
 # -- hot reload ----------------------------------------------------------------------------
 def test_new_version_loads_while_serving(
-    root: Path, other_pkg: Path, local: Model, other_local: Model
+    root: Path,
+    other_pkg: Path,
+    local: Model,
+    other_local: Model,
+    serve: Any,
 ) -> None:
     import tritonclient.grpc as tc
 
     with (
-        running_server(root, poll_seconds=0.2) as srv,
+        serve(root, poll_seconds=0.2) as srv,
         grpc.insecure_channel(f"127.0.0.1:{srv.port}") as ch,
     ):
         stub = codec_pb2_grpc.CodecStub(ch)
@@ -159,11 +161,15 @@ def test_new_version_loads_while_serving(
 
 
 def test_removed_version_stops_serving_its_codes(
-    root: Path, other_pkg: Path, local: Model, other_local: Model
+    root: Path,
+    other_pkg: Path,
+    local: Model,
+    other_local: Model,
+    serve: Any,
 ) -> None:
     _drop_in(other_pkg, root, "2")
     with (
-        running_server(root, poll_seconds=0.2) as srv,
+        serve(root, poll_seconds=0.2) as srv,
         grpc.insecure_channel(f"127.0.0.1:{srv.port}") as ch,
     ):
         stub = codec_pb2_grpc.CodecStub(ch)
@@ -187,14 +193,18 @@ def test_removed_version_stops_serving_its_codes(
 
 
 def test_broken_version_is_logged_and_skipped(
-    root: Path, digits_pkg: Path, local: Model, caplog: pytest.LogCaptureFixture
+    root: Path,
+    digits_pkg: Path,
+    local: Model,
+    caplog: pytest.LogCaptureFixture,
+    serve: Any,
 ) -> None:
     caplog.set_level(logging.WARNING, logger="latentwire.server")
     broken = root / NAME / "2"
     shutil.copytree(digits_pkg, broken)
     (broken / "decoder.onnx").unlink()
     with (
-        running_server(root, poll_seconds=0.2) as srv,
+        serve(root, poll_seconds=0.2) as srv,
         grpc.insecure_channel(f"127.0.0.1:{srv.port}") as ch,
     ):
         stub = codec_pb2_grpc.CodecStub(ch)
@@ -219,13 +229,17 @@ def test_broken_version_is_logged_and_skipped(
 
 
 def test_version_copied_in_file_by_file_loads_once_complete(
-    root: Path, other_pkg: Path, other_local: Model, caplog: pytest.LogCaptureFixture
+    root: Path,
+    other_pkg: Path,
+    other_local: Model,
+    caplog: pytest.LogCaptureFixture,
+    serve: Any,
 ) -> None:
     """`cp -r pkg DIR/digits/2` is not atomic: a poll can see manifest.json before the
     graphs. Once the copy is complete, the version must load."""
     caplog.set_level(logging.WARNING, logger="latentwire.server")
     with (
-        running_server(root, poll_seconds=0.2) as srv,
+        serve(root, poll_seconds=0.2) as srv,
         grpc.insecure_channel(f"127.0.0.1:{srv.port}") as ch,
     ):
         stub = codec_pb2_grpc.CodecStub(ch)
@@ -245,13 +259,16 @@ def test_version_copied_in_file_by_file_loads_once_complete(
 
 # -- large requests beside small ones ------------------------------------------------------
 def test_large_request_does_not_stall_small_ones(
-    repo: Path, local: Model, monkeypatch: pytest.MonkeyPatch
+    repo: Path,
+    local: Model,
+    monkeypatch: pytest.MonkeyPatch,
+    serve: Any,
 ) -> None:
     """A request above max_batch runs on its own; small requests keep flowing meanwhile.
     The big run is made to take 1 s (sleeping releases the GIL, as ONNX Runtime does) so
     that the check does not depend on this machine's speed."""
     big_z = _z(20_000, seed=5)
-    with running_server(repo) as srv:
+    with serve(repo) as srv:
         version = srv.registry.resolve(NAME)
         real_run = version.decoder._run
 
@@ -294,8 +311,8 @@ def test_large_request_does_not_stall_small_ones(
 
 
 # -- lifecycle -----------------------------------------------------------------------------
-def test_stop_releases_both_ports(repo: Path, local: Model) -> None:
-    with running_server(repo, metrics_port=0) as srv:
+def test_stop_releases_both_ports(repo: Path, local: Model, serve: Any) -> None:
+    with serve(repo, metrics_port=0) as srv:
         port, metrics_port = srv.port, srv.metrics_port
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as r:
             assert r.status == 200

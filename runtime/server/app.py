@@ -1,34 +1,43 @@
 """Assemble and run the decoding server: one port for latentwire.v1.Codec, KServe V2,
 grpc.health.v1 and reflection; Prometheus metrics on another.
 
-Server model (measured, see benchmarks/serve.py and ../shared/DESIGN.md): grpcio's sync
-server with a small handler pool calling ONNX Runtime directly (ORT releases the GIL), one
-intra-op ORT thread per call, and batching done by the handler threads themselves
-(runtime/server/batcher.py), so a lone request never waits on another thread.
+Two fronts serve that port (`--frontend`, measured in benchmarks/serve.py):
+
+- **native** (the default when pygrpc-native is installed and no TLS is asked for):
+  HTTP/2 and gRPC run in Rust; V2 ModelInfer, Codec Decode and Encode and Health/Check
+  reach one Python thread in batches and run as one ONNX Runtime call per graph (native.py).
+  Every other method goes on to a grpcio server on a private Unix socket behind it.
+- **grpcio**: grpcio's sync server for everything, batching done by the handler threads
+  themselves (batcher.py). It is the pure-Python fallback and the one that speaks TLS.
+
+Both run the same handlers (codec.py, v2.py), errors, token check, limits and metrics.
 
 Lifecycle: `start()` binds the port with health NOT_SERVING, loads and warms up every
-package, then reports SERVING. `stop()` reports NOT_SERVING, refuses new calls, lets calls
-in flight finish (up to `grace` seconds) and stops the repository watcher.
+package, then reports SERVING while at least one model version is loaded. `stop()` reports
+NOT_SERVING, refuses new calls, lets calls in flight finish (up to `grace` seconds) and
+stops the repository watcher.
 """
 
 from __future__ import annotations
 
-import hmac
+import importlib.util
 import logging
 import os
+import shutil
+import tempfile
 import threading
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Literal
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from .. import _ort
-from ..errors import ERROR_KEY, Unavailable
+from ..errors import Unavailable
 from . import reflection
+from .auth import HEALTH_SERVICE, BearerToken, TokenAuth
 from .batcher import BatchPolicy
 from .codec import SERVICE as CODEC_SERVICE
 from .codec import CodecService
@@ -38,10 +47,15 @@ from .rpc import Readiness, Rpc
 from .v2 import SERVICE as V2_SERVICE
 from .v2 import V2Service
 
+if TYPE_CHECKING:
+    from .native import NativeFront
+
 log = logging.getLogger("latentwire.server")
 
 MiB = 1 << 20
-HEALTH_SERVICE = "grpc.health.v1.Health"
+Frontend = Literal["auto", "native", "grpcio"]
+_SERVICES = ("", CODEC_SERVICE, V2_SERVICE)
+"""the names health checks answer for ("" = the whole server)"""
 
 
 @dataclass
@@ -50,8 +64,16 @@ class ServeConfig:
     host: str = "[::]"
     port: int = 8001
     metrics_port: int | None = None
+    frontend: Frontend = "auto"
+    """native: pygrpc-native's Rust front for the hot calls; grpcio: grpcio for all; auto:
+    native when pygrpc-native imports and no TLS is asked for, else grpcio."""
     threads: int = 16
-    """grpcio handler threads. Each open DecodeStream holds one for its lifetime."""
+    """grpcio handler threads for unary calls (on the native front: the methods it forwards)."""
+    max_streams: int = 128
+    """DecodeStreams open at once; each holds a grpcio thread of its own, beside `threads`,
+    so open streams never starve unary calls or health checks. More are refused."""
+    io_threads: int = 2
+    """native front: tokio threads doing HTTP/2 outside the GIL."""
     policy: BatchPolicy = field(default_factory=BatchPolicy)
     providers: _ort.Providers = "auto"
     ort_threads: int = 1
@@ -68,43 +90,33 @@ class ServeConfig:
     warmup: bool = True
 
 
-class _TokenAuth(grpc.ServerInterceptor):  # type: ignore[misc]
-    """Refuses calls without `authorization: Bearer <token>` (health checks are exempt,
-    so load balancers and Kubernetes probes need no secret)."""
+def native_available() -> bool:
+    return importlib.util.find_spec("pygrpc_native") is not None
 
-    def __init__(self, token: str, on_refuse: Callable[[str], None]) -> None:
-        self._expected = f"Bearer {token}".encode()
-        self._on_refuse = on_refuse
 
-    def intercept_service(
-        self, continuation: Callable[[Any], grpc.RpcMethodHandler | None], details: Any
-    ) -> grpc.RpcMethodHandler | None:
-        handler = continuation(details)
-        if handler is None or details.method.startswith(f"/{HEALTH_SERVICE}/"):
-            return handler
-        got = next((v for k, v in details.invocation_metadata if k == "authorization"), "")
-        got_b = got.encode() if isinstance(got, str) else bytes(got)
-        if hmac.compare_digest(got_b, self._expected):
-            return handler
-        method = details.method.rsplit("/", 1)[-1]
-        self._on_refuse(method)
-        reason = (
-            "wrong bearer token"
-            if got
-            else "missing bearer token (metadata 'authorization: Bearer <token>')"
-        )
-
-        def refuse(request: Any, context: grpc.ServicerContext) -> Any:
-            context.set_trailing_metadata(((ERROR_KEY, "Unauthenticated"),))
-            context.abort(grpc.StatusCode.UNAUTHENTICATED, reason)
-
-        if handler.request_streaming and handler.response_streaming:
-            return grpc.stream_stream_rpc_method_handler(refuse)
-        if handler.request_streaming:
-            return grpc.stream_unary_rpc_method_handler(refuse)
-        if handler.response_streaming:
-            return grpc.unary_stream_rpc_method_handler(refuse)
-        return grpc.unary_unary_rpc_method_handler(refuse)
+def choose_frontend(cfg: ServeConfig) -> tuple[str, str]:
+    """(front, why) for a config; refuses a native front that cannot run."""
+    tls = bool(cfg.tls_cert or cfg.tls_key or cfg.tls_client_ca)
+    if cfg.frontend == "grpcio":
+        return "grpcio", "--frontend grpcio"
+    if cfg.frontend == "native":
+        if tls:
+            raise Unavailable(
+                "--frontend native does not speak TLS (pygrpc-native has none yet); use "
+                "--frontend grpcio or auto for TLS, or terminate TLS in front of the server"
+            )
+        if not native_available():
+            raise Unavailable(
+                "--frontend native needs pygrpc-native: pip install 'latentwire[server]'"
+            )
+        return "native", "--frontend native"
+    if cfg.frontend != "auto":
+        raise Unavailable(f"--frontend must be auto, native or grpcio, got {cfg.frontend!r}")
+    if tls:
+        return "grpcio", "TLS was asked for and the native front has no TLS"
+    if not native_available():
+        return "grpcio", "pygrpc-native is not installed (pip install 'latentwire[server]')"
+    return "native", "pygrpc-native is installed and no TLS was asked for"
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -128,26 +140,45 @@ class Server:
             ort_threads=cfg.ort_threads,
             observer=self.metrics.observer,
             warmup=cfg.warmup,
+            on_change=self._models_changed,
         )
         self.metrics.models_loaded.set_function(lambda: len(self.registry.versions()))
         self.health = health.HealthServicer(experimental_non_blocking=True)
+        self._health_status: dict[str, int] = {}
+        """what `health` answers, readable without its lock (the native front's Check)"""
+        self.frontend: str | None = None
+        """"native" or "grpcio" once started"""
         self.port: int | None = None
         self.metrics_port: int | None = None
         self._server: grpc.Server | None = None
+        self._native: NativeFront | None = None
+        self._socket_dir: str | None = None
         self._stopped = threading.Event()
         self._done = threading.Event()
 
     # -- building ------------------------------------------------------------------------
-    def _build(self) -> grpc.Server:
+    def _services(self) -> tuple[CodecService, V2Service, Rpc]:
+        cfg = self.config
+        rpc = Rpc(self.metrics, self.readiness, cfg.max_send_bytes, cfg.max_streams)
+        return CodecService(self.registry), V2Service(self.registry, self.readiness), rpc
+
+    def _build_grpcio(self, address: str, *, tls: bool) -> tuple[grpc.Server, int]:
+        """The grpcio server: every method, on `address` (the port, or behind the native
+        front a Unix socket)."""
         cfg = self.config
         interceptors = []
         if cfg.token:
             refused = self.metrics.requests
             interceptors.append(
-                _TokenAuth(cfg.token, lambda m: refused.labels(m, "UNAUTHENTICATED").inc())
+                TokenAuth(
+                    BearerToken(cfg.token), lambda m: refused.labels(m, "UNAUTHENTICATED").inc()
+                )
             )
         server = grpc.server(
-            ThreadPoolExecutor(max_workers=cfg.threads, thread_name_prefix="latentwire-rpc"),
+            # streams hold a thread each for their whole life; unary calls keep `threads`
+            ThreadPoolExecutor(
+                max_workers=cfg.threads + cfg.max_streams, thread_name_prefix="latentwire-rpc"
+            ),
             interceptors=interceptors,
             options=[
                 ("grpc.max_receive_message_length", cfg.max_receive_bytes),
@@ -155,31 +186,15 @@ class Server:
                 ("grpc.so_reuseport", 0),
             ],
         )
-        rpc = Rpc(self.metrics, self.readiness, cfg.max_send_bytes)
-        server.add_generic_rpc_handlers(
-            (
-                CodecService(self.registry).handler(rpc),
-                V2Service(self.registry, self.readiness).handler(rpc),
-            )
-        )
+        codec, v2, rpc = self._services()
+        server.add_generic_rpc_handlers((codec.handler(rpc), v2.handler(rpc)))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable(server, [CODEC_SERVICE, HEALTH_SERVICE])
-        address = f"{cfg.host}:{cfg.port}"
-        if cfg.tls_cert or cfg.tls_key:
-            if not (cfg.tls_cert and cfg.tls_key):
-                raise Unavailable("TLS needs both --tls-cert and --tls-key")
-            ca = _read(cfg.tls_client_ca, "client CA") if cfg.tls_client_ca else None
-            creds = grpc.ssl_server_credentials(
-                [(_read(cfg.tls_key, "TLS key"), _read(cfg.tls_cert, "TLS certificate"))],
-                root_certificates=ca,
-                require_client_auth=ca is not None,
-            )
-        elif cfg.tls_client_ca:
-            raise Unavailable("mutual TLS (--tls-client-ca) needs --tls-cert and --tls-key")
+        creds = self._tls_credentials() if tls else None
         try:
             port = (
                 server.add_secure_port(address, creds)
-                if cfg.tls_cert
+                if creds is not None
                 else server.add_insecure_port(address)
             )
         except RuntimeError:  # grpcio raises instead of returning 0 since 1.6x
@@ -188,8 +203,46 @@ class Server:
             raise Unavailable(
                 f"cannot listen on {address}: the port is in use or the address is invalid"
             )
-        self.port = port
-        return server
+        return server, port
+
+    def _tls_credentials(self) -> grpc.ServerCredentials | None:
+        cfg = self.config
+        if cfg.tls_cert or cfg.tls_key:
+            if not (cfg.tls_cert and cfg.tls_key):
+                raise Unavailable("TLS needs both --tls-cert and --tls-key")
+            ca = _read(cfg.tls_client_ca, "client CA") if cfg.tls_client_ca else None
+            return grpc.ssl_server_credentials(
+                [(_read(cfg.tls_key, "TLS key"), _read(cfg.tls_cert, "TLS certificate"))],
+                root_certificates=ca,
+                require_client_auth=ca is not None,
+            )
+        if cfg.tls_client_ca:
+            raise Unavailable("mutual TLS (--tls-client-ca) needs --tls-cert and --tls-key")
+        return None
+
+    def _build_native(self, address: str) -> None:
+        """The native front on `address`, with the grpcio server behind it on a socket."""
+        from .native import NativeFront
+
+        cfg = self.config
+        self._socket_dir = tempfile.mkdtemp(prefix="latentwire-")
+        socket = os.path.join(self._socket_dir, "grpcio.sock")
+        self._server, _ = self._build_grpcio(f"unix:{socket}", tls=False)
+        codec, v2, _ = self._services()
+        self._native = NativeFront(
+            address,
+            [*codec.hot_methods(), *v2.hot_methods()],
+            fallback=socket,
+            policy=cfg.policy,
+            metrics=self.metrics,
+            readiness=self.readiness,
+            health=self._health_status.get,
+            token=BearerToken(cfg.token) if cfg.token else None,
+            max_receive_bytes=cfg.max_receive_bytes,
+            max_send_bytes=cfg.max_send_bytes,
+            io_threads=cfg.io_threads,
+        )
+        self.port = self._native.port
 
     def _set_health(self, serving: bool) -> None:
         status = (
@@ -197,46 +250,70 @@ class Server:
             if serving
             else health_pb2.HealthCheckResponse.NOT_SERVING
         )
-        for name in ("", CODEC_SERVICE, V2_SERVICE):
+        for name in _SERVICES:
             self.health.set(name, status)
+            self._health_status[name] = status
+
+    def _models_changed(self) -> None:
+        """Health follows the repository: SERVING while at least one version is loaded."""
+        if self.readiness.ready and not self._stopped.is_set():
+            self._set_health(bool(self.registry.versions()))
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self, *, load: bool = True) -> int:
         """Listen (NOT_SERVING), then `load()` unless told not to; returns the port."""
-        self._server = self._build()
+        cfg = self.config
+        self.frontend, why = choose_frontend(cfg)
+        address = f"{cfg.host}:{cfg.port}"
+        try:
+            if self.frontend == "native":
+                self._build_native(address)
+            else:
+                self._server, self.port = self._build_grpcio(address, tls=True)
+        except Exception:
+            if self._server is not None:  # the grpcio server behind a native front that failed
+                self._server.stop(0)
+            self._cleanup()
+            raise
         self._set_health(False)
+        assert self._server is not None
         self._server.start()
-        if self.config.metrics_port is not None:
+        if self._native is not None:
+            self._native.start()
+        if cfg.metrics_port is not None:
             try:
-                host = self.config.host.strip("[]")
+                host = cfg.host.strip("[]")
                 bind = "0.0.0.0" if host in ("", "::", "0.0.0.0") else host
-                self.metrics_port = self.metrics.serve(self.config.metrics_port, bind)
+                self.metrics_port = self.metrics.serve(cfg.metrics_port, bind)
             except Exception:
-                self._server.stop(0).wait()  # free the gRPC port we already hold
+                self._close_ports(0)  # free the gRPC port we already hold
                 raise
-        log.info("listening on %s:%d", self.config.host, self.port)
+        log.info("listening on %s:%d (%s front: %s)", cfg.host, self.port, self.frontend, why)
         if load:
             self.load()
         return int(self.port or 0)
 
     def load(self) -> None:
-        """Load and warm up every package, report SERVING, start watching the repository."""
+        """Load and warm up every package, then report SERVING if at least one loaded (and
+        as soon as one does); start watching the repository."""
         self.registry.scan()
         loaded = self.registry.versions()
-        if not loaded:
-            log.warning(
-                "no model packages under %s yet (expected DIR/<name>/<version>/)",
-                self.registry.root,
-            )
         self.readiness.ready = True
-        self._set_health(True)
+        self._set_health(bool(loaded))
         if self.config.poll_seconds > 0:
             self.registry.watch(self.config.poll_seconds)
-        log.info(
-            "serving %d model version(s): %s",
-            len(loaded),
-            ", ".join(f"{v.name}/{v.version}" for v in loaded) or "none",
-        )
+        if loaded:
+            log.info(
+                "serving %d model version(s): %s",
+                len(loaded),
+                ", ".join(f"{v.name}/{v.version}" for v in loaded),
+            )
+        else:
+            log.warning(
+                "no model packages under %s yet (expected DIR/<name>/<version>/); health "
+                "stays NOT_SERVING until one loads",
+                self.registry.root,
+            )
 
     def stop(self, grace: float = 10.0) -> None:
         """Report NOT_SERVING, refuse new calls, finish calls in flight, then stop."""
@@ -246,12 +323,26 @@ class Server:
         self.readiness.ready = False
         self.readiness.reason = "the server is shutting down"
         self.health.enter_graceful_shutdown()
+        for name in _SERVICES:
+            self._health_status[name] = health_pb2.HealthCheckResponse.NOT_SERVING
         self.registry.stop()
-        if self._server is not None:
-            self._server.stop(grace).wait()
+        self._close_ports(grace)
         self.metrics.close()
         log.info("stopped")
         self._done.set()
+
+    def _close_ports(self, grace: float) -> None:
+        stopped = self._server.stop(grace) if self._server is not None else None
+        if self._native is not None:
+            self._native.drain(grace)
+        if stopped is not None:
+            stopped.wait()
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        if self._socket_dir is not None:
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
+            self._socket_dir = None
 
     def wait(self) -> None:
         """Block until `stop()` has finished (requests drained, ports released)."""

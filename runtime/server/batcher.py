@@ -33,6 +33,10 @@ from ..errors import DeadlineExceeded, Overloaded
 RunFn = Callable[[np.ndarray], np.ndarray]
 
 
+def _same(x: np.ndarray) -> np.ndarray:
+    return x
+
+
 @dataclass(frozen=True)
 class BatchPolicy:
     """How requests are coalesced. `enabled=False` runs every request on its own."""
@@ -56,6 +60,16 @@ class Observer:
         """A request waited `seconds` between arriving and its batch starting."""
 
 
+def expired() -> DeadlineExceeded:
+    """The error of a request whose deadline passed before its batch ran."""
+    return DeadlineExceeded("the deadline passed while the request waited in the batching queue")
+
+
+def _stackable(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two requests' samples can share one graph run (same sample shape, dtype)."""
+    return a.shape[1:] == b.shape[1:] and a.dtype == b.dtype
+
+
 class _Item:
     __slots__ = ("deadline", "done", "error", "gate", "lead", "n", "result", "t0", "x")
 
@@ -72,17 +86,30 @@ class _Item:
 
 
 class Batcher:
-    """Coalesces concurrent `submit` calls for one graph into batched `run` calls."""
+    """Runs one graph: checks each request's array (`prepare`) and coalesces concurrent
+    `submit` calls into batched `run` calls.
+
+    `prepare` turns a request's wire array into the graph's input, raising LatentwireError
+    for bad input. It works on one request's array or on several concatenated (the native
+    front checks a whole group at once and falls back to one by one to name the culprit).
+    """
 
     def __init__(
-        self, run: RunFn, policy: BatchPolicy, observer: Observer | None = None, *, label: str = ""
+        self,
+        run: RunFn,
+        policy: BatchPolicy,
+        observer: Observer | None = None,
+        *,
+        label: str = "",
+        prepare: RunFn = _same,
     ) -> None:
         if policy.max_batch < 1 or policy.max_queue < 1 or policy.max_delay < 0:
             raise ValueError(f"bad batch policy {policy}")
         self._run = run
+        self.prepare = prepare
         self.policy = policy
         self.label = label
-        self._obs = observer or Observer()
+        self.observer = self._obs = observer or Observer()
         self._lock = threading.Lock()
         self._fill = threading.Condition(self._lock)  # a waiting leader listens here
         self._pending: deque[_Item] = deque()
@@ -93,24 +120,42 @@ class Batcher:
     def queue_depth(self) -> int:
         return len(self._pending)
 
+    def overloaded(self, queued: int) -> Overloaded:
+        """The error for a request that finds `queued` requests already waiting."""
+        return Overloaded(
+            f"{self.label}: {queued} requests are already queued "
+            f"(--max-queue {self.policy.max_queue}); retry later"
+        )
+
+    def run_split(self, x: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
+        """One graph run over prepared inputs `x` that hold several requests' samples
+        back to back (`sizes`); returns each request's slice of the output."""
+        self._obs.batch(len(x), len(sizes))
+        y = self._run(x)
+        if len(sizes) == 1:
+            return [y]
+        outs, at = [], 0
+        for n in sizes:
+            outs.append(y[at : at + n])
+            at += n
+        return outs
+
     def submit(self, x: np.ndarray, deadline: float | None = None) -> np.ndarray:
-        """Run `x` (a batch of samples), coalesced with concurrent calls when enabled.
+        """Check and run `x` (one request's batch of samples), coalesced with concurrent
+        calls when enabled.
 
         `deadline` is a time.monotonic() value; None means no deadline.
         """
+        x = self.prepare(x)
         pol = self.policy
         if not pol.enabled or len(x) > pol.max_batch:
             self._check_deadline(deadline)
             self._obs.queued(0.0)
-            self._obs.batch(len(x), 1)
-            return self._run(x)
+            return self.run_split(x, [len(x)])[0]
         item = _Item(x, deadline)
         with self._lock:
             if len(self._pending) >= pol.max_queue:
-                raise Overloaded(
-                    f"{self.label}: {len(self._pending)} requests are already queued "
-                    f"(--max-queue {pol.max_queue}); retry later"
-                )
+                raise self.overloaded(len(self._pending))
             self._pending.append(item)
             self._pending_samples += item.n
             if self._busy:
@@ -160,9 +205,7 @@ class Batcher:
                 self._pending.remove(item)
                 self._pending_samples -= item.n
                 item.done = True
-                item.error = DeadlineExceeded(
-                    "the deadline passed while the request waited in the batching queue"
-                )
+                item.error = expired()
                 item.gate = None
                 return
         gate.acquire()  # already taken into a batch (or made leader): finish normally
@@ -186,15 +229,13 @@ class Batcher:
         now = time.monotonic()
         while self._pending:
             nxt = self._pending[0]
-            if batch and total + nxt.n > pol.max_batch:
-                break
+            if batch and (total + nxt.n > pol.max_batch or not _stackable(batch[0].x, nxt.x)):
+                break  # full, or samples of another size (images): the next batch takes it
             self._pending.popleft()
             self._pending_samples -= nxt.n
             if nxt.deadline is not None and now >= nxt.deadline:
                 nxt.done = True
-                nxt.error = DeadlineExceeded(
-                    "the deadline passed while the request waited in the batching queue"
-                )
+                nxt.error = expired()
                 self._wake(nxt)
                 continue
             batch.append(nxt)
@@ -221,16 +262,9 @@ class Batcher:
         start = time.monotonic()
         for it in batch:
             self._obs.queued(start - it.t0)
-        self._obs.batch(sum(it.n for it in batch), len(batch))
         try:
-            if len(batch) == 1:
-                outs = [self._run(batch[0].x)]
-            else:
-                y = self._run(np.concatenate([it.x for it in batch]))
-                outs, at = [], 0
-                for it in batch:
-                    outs.append(y[at : at + it.n])
-                    at += it.n
+            x = batch[0].x if len(batch) == 1 else np.concatenate([it.x for it in batch])
+            outs = self.run_split(x, [it.n for it in batch])
         except BaseException as exc:
             for it in batch:
                 it.error = exc

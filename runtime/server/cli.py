@@ -22,7 +22,8 @@ DESCRIPTION = """\
 Serve every model package under DIR over gRPC, on one port:
   latentwire.v1.Codec             Decode, DecodeStream, Encode, GetModel, ListModels, FetchEncoder
   inference.GRPCInferenceService  KServe V2 (tritonclient): <name>.decoder and <name>.encoder
-  grpc.health.v1.Health           NOT_SERVING until models are loaded and warm, and on shutdown
+  grpc.health.v1.Health           SERVING once a model is loaded and warm; NOT_SERVING with no
+                                  model loaded, and on shutdown
   server reflection               grpcurl -plaintext HOST:PORT list
 DIR holds packages as DIR/<name>/<version>/ (or DIR is one package, served as version 1).
 Versions dropped into DIR later load without a restart; codes are routed to the version whose
@@ -70,11 +71,35 @@ def add_command(sub: Any) -> None:
     b.add_argument("--no-batching", action="store_true", help="run every request on its own")
     r = p.add_argument_group("resources")
     r.add_argument(
+        "--frontend",
+        choices=["auto", "native", "grpcio"],
+        default="auto",
+        help="what serves the port: native = HTTP/2 in Rust (pygrpc-native, the "
+        "latentwire[server] extra), hot calls reach Python in batches; grpcio = grpcio alone, "
+        "the pure-Python fallback and the one with TLS; auto = native when installed and no "
+        "TLS is asked for (default: auto)",
+    )
+    r.add_argument(
         "--threads",
         type=positive(int),
         default=16,
         metavar="N",
-        help="gRPC handler threads; each open DecodeStream holds one (default: 16)",
+        help="grpcio handler threads for unary calls (default: 16)",
+    )
+    r.add_argument(
+        "--max-streams",
+        type=positive(int),
+        default=128,
+        metavar="N",
+        help="DecodeStreams open at once, each on a thread of its own beside --threads; more "
+        "are refused with RESOURCE_EXHAUSTED (default: 128)",
+    )
+    r.add_argument(
+        "--io-threads",
+        type=positive(int),
+        default=2,
+        metavar="N",
+        help="native front: threads doing HTTP/2 and gRPC outside the GIL (default: 2)",
     )
     r.add_argument(
         "--providers",
@@ -149,7 +174,10 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         host=args.host,
         port=args.port,
         metrics_port=args.metrics_port,
+        frontend=args.frontend,
         threads=args.threads,
+        max_streams=args.max_streams,
+        io_threads=args.io_threads,
         policy=BatchPolicy(
             enabled=not args.no_batching,
             max_batch=args.max_batch,

@@ -8,34 +8,16 @@ import grpc
 import numpy as np
 
 from .._proto.v1 import codec_pb2
-from ..codes import OUTPUT_DTYPES, array_to_tensor, tensor_to_array
+from ..codes import OUTPUT_DTYPES, tensor_to_array
 from ..errors import CodesError, InputError, LatentwireError
+from . import wire
+from .jobs import EMPTY_CODES, EMPTY_INPUTS, HotMethod, Job, make_job
 from .registry import Registry, Version
-from .rpc import Rpc, deadline_of
+from .rpc import Rpc, deadline_of, parser, serialize
 
 SERVICE = "latentwire.v1.Codec"
 
 _F16_MAX = float(np.finfo(np.float16).max)
-
-
-def run_decode(v: Version, w: np.ndarray, deadline: float | None) -> np.ndarray:
-    """Codes (wire values of the package's format) -> reconstructions in the user's
-    units, through the batcher."""
-    arr = v.model.prepare_codes(w)
-    if len(arr) == 0:
-        raise InputError("empty batch: send at least one sample of codes")
-    return v.decoder.submit(arr, deadline)
-
-
-def run_encode(v: Version, x: np.ndarray, deadline: float | None) -> np.ndarray:
-    """Samples in the user's units -> codes (wire values of the package's format),
-    through the batcher."""
-    arr = v.model.prepare_inputs(x)
-    if len(arr) == 0:
-        raise InputError("empty batch: send at least one sample")
-    z = v.encoder.submit(arr, deadline)
-    v.model.check_latents_out(z)
-    return z
 
 
 def check_output_dtype(dtype: str) -> None:
@@ -70,36 +52,31 @@ class CodecService:
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
 
-    def _decode_one(
-        self, request: codec_pb2.DecodeRequest, context: grpc.ServicerContext
-    ) -> codec_pb2.DecodeResponse:
+    def decode_job(self, request: codec_pb2.DecodeRequest) -> Job:
         if not request.HasField("codes"):
             raise CodesError("DecodeRequest has no codes")
         codes = request.codes
-        check_output_dtype(request.output_dtype)
+        dtype = request.output_dtype
+        check_output_dtype(dtype)
         v = self.registry.route(codes.model_name, codes.fingerprint)
         w = v.model.from_codes(codes)
-        x = v.model.crop_outputs(run_decode(v, w, deadline_of(context)), codes)
-        x = cast_output(x, request.output_dtype)
-        return codec_pb2.DecodeResponse(
-            id=request.id,
-            model_name=v.name,
-            model_version=v.version,
-            fingerprint=v.fingerprint,
-            reconstruction=array_to_tensor(x),
-        )
+        request_id = request.id
 
-    def decode(
-        self, request: codec_pb2.DecodeRequest, context: grpc.ServicerContext
-    ) -> codec_pb2.DecodeResponse:
-        return self._decode_one(request, context)
+        def finish(y: np.ndarray) -> bytes:
+            x = cast_output(v.model.crop_outputs(y, codes), dtype)
+            return wire.decode_response(request_id, v.name, v.version, v.fingerprint, x)
+
+        return make_job(v.decoder, w, finish, empty=EMPTY_CODES)
+
+    def decode(self, request: codec_pb2.DecodeRequest, context: grpc.ServicerContext) -> bytes:
+        return self.decode_job(request).run(deadline_of(context))
 
     def decode_stream(
         self, requests: Iterator[codec_pb2.DecodeRequest], context: grpc.ServicerContext
-    ) -> Iterator[codec_pb2.DecodeResponse]:
+    ) -> Iterator[bytes | codec_pb2.DecodeResponse]:
         for request in requests:
             try:
-                yield self._decode_one(request, context)
+                yield self.decode(request, context)
             except LatentwireError as exc:  # this request failed; the stream goes on
                 yield codec_pb2.DecodeResponse(
                     id=request.id,
@@ -110,9 +87,7 @@ class CodecService:
                     ),
                 )
 
-    def encode(
-        self, request: codec_pb2.EncodeRequest, context: grpc.ServicerContext
-    ) -> codec_pb2.EncodeResponse:
+    def encode_job(self, request: codec_pb2.EncodeRequest) -> Job:
         v = self.registry.resolve(request.model_name, request.model_version)
         if not request.HasField("inputs"):
             raise InputError("EncodeRequest has no inputs tensor")
@@ -121,10 +96,18 @@ class CodecService:
         except CodesError as exc:
             raise InputError(f"inputs: {exc}") from None
         padded, original = v.model.pad_inputs(x)
-        w = run_encode(v, padded, deadline_of(context))
-        return codec_pb2.EncodeResponse(
-            model_version=v.version, codes=v.model.to_codes(w, original)
-        )
+
+        def finish(w: np.ndarray) -> bytes:
+            v.model.check_latents_out(w)
+            response = codec_pb2.EncodeResponse(
+                model_version=v.version, codes=v.model.to_codes(w, original)
+            )
+            return serialize(response)
+
+        return make_job(v.encoder, padded, finish, empty=EMPTY_INPUTS)
+
+    def encode(self, request: codec_pb2.EncodeRequest, context: grpc.ServicerContext) -> bytes:
+        return self.encode_job(request).run(deadline_of(context))
 
     def _pick(self, name: str, version: str, fingerprint: str = "") -> Version:
         if fingerprint:
@@ -158,6 +141,14 @@ class CodecService:
         return codec_pb2.FetchEncoderResponse(
             model=model_info(self.registry, v), encoder_onnx=v.encoder_onnx, sha256=v.encoder_sha256
         )
+
+    def hot_methods(self) -> list[HotMethod]:
+        """The unary methods the native front serves itself."""
+        m = codec_pb2
+        return [
+            HotMethod(f"/{SERVICE}/Decode", "Decode", parser(m.DecodeRequest), self.decode_job),
+            HotMethod(f"/{SERVICE}/Encode", "Encode", parser(m.EncodeRequest), self.encode_job),
+        ]
 
     def handler(self, rpc: Rpc) -> grpc.GenericRpcHandler:
         m = codec_pb2

@@ -47,7 +47,9 @@ class Version:
     encoder_onnx: bytes
     encoder_sha256: str
     decoder: Batcher
+    """codes (wire values) -> reconstructions in the user's units"""
     encoder: Batcher
+    """samples in the user's units -> codes"""
 
     @property
     def fingerprint(self) -> str:
@@ -82,6 +84,7 @@ class Registry:
         ort_threads: int = 1,
         observer: ObserverFactory | None = None,
         warmup: bool = True,
+        on_change: Callable[[], None] | None = None,
     ) -> None:
         self.root = Path(root)
         self.policy = policy
@@ -89,6 +92,8 @@ class Registry:
         self.ort_threads = ort_threads
         self._observer = observer or (lambda name, version, role: Observer())
         self._warmup = warmup
+        self._on_change = on_change
+        """Called after every scan that loaded or dropped a version (health follows it)."""
         self._snap = _Snapshot()
         self._failed: dict[Path, object] = {}  # path -> _signature(path) when loading failed
         self._scan_lock = threading.Lock()
@@ -179,12 +184,14 @@ class Registry:
                 pol,
                 obs(name, version, "decoder"),
                 label=f"{name}/{version} decoder",
+                prepare=model.prepare_codes,
             ),
             encoder=Batcher(
                 model.run_encoder,
                 pol,
                 obs(name, version, "encoder"),
                 label=f"{name}/{version} encoder",
+                prepare=model.prepare_inputs,
             ),
         )
         if self._warmup:
@@ -221,6 +228,8 @@ class Registry:
                 self._snap = _Snapshot.of(current)
                 for line in changes:
                     log.info("%s", line)
+                if self._on_change is not None:
+                    self._on_change()
             return changes
 
     def watch(self, interval: float) -> None:

@@ -11,13 +11,14 @@ logged with its traceback and the caller gets INTERNAL with no traceback.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
 
 import grpc
 
-from ..errors import ERROR_KEY, LatentwireError, Overloaded, Unavailable
+from ..errors import ERROR_KEY, InputError, LatentwireError, Overloaded, Unavailable
 from .metrics import Metrics
 
 log = logging.getLogger("latentwire.server")
@@ -65,18 +66,58 @@ def deadline_of(context: grpc.ServicerContext) -> float | None:
     return time.monotonic() + remaining
 
 
+def parser(req_cls: Any) -> Callable[[bytes], Any]:
+    """bytes -> request message, raising InputError (INVALID_ARGUMENT) for bytes that are
+    not one (grpcio would answer INTERNAL "Exception deserializing request!")."""
+    parse = req_cls.FromString
+    what = req_cls.DESCRIPTOR.name
+
+    def parse_or_refuse(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except Exception:  # protobuf's DecodeError derives from Exception only
+            raise InputError(f"the request is not a valid {what} message") from None
+
+    return parse_or_refuse
+
+
+def serialize(response: Any) -> bytes:
+    """A reply's bytes: hot handlers build them themselves (wire.py), others return messages."""
+    if isinstance(response, bytes):
+        return response
+    data: bytes = response.SerializeToString()
+    return data
+
+
 class Rpc:
     """Builds grpcio method handlers that count, time and map errors."""
 
-    def __init__(self, metrics: Metrics, readiness: Readiness, max_send_bytes: int) -> None:
+    def __init__(
+        self, metrics: Metrics, readiness: Readiness, max_send_bytes: int, max_streams: int
+    ) -> None:
         self.metrics = metrics
         self.readiness = readiness
         self.max_send_bytes = max_send_bytes
+        self.max_streams = max_streams
+        self._streams = 0
+        self._streams_lock = threading.Lock()
 
-    def check_size(self, response: Any) -> None:
+    def _open_stream(self, method: str) -> None:
+        with self._streams_lock:
+            if self._streams >= self.max_streams:
+                raise Overloaded(
+                    f"{self._streams} {method}s are already open, this server's limit "
+                    f"(--max-streams {self.max_streams}); close one, or send unary requests"
+                )
+            self._streams += 1
+
+    def _close_stream(self) -> None:
+        with self._streams_lock:
+            self._streams -= 1
+
+    def check_size(self, size: int) -> None:
         """Refuse a response over the send limit with a message saying what to do (gRPC
         would fail the call anyway, with a less helpful message and after the work)."""
-        size = response.ByteSize()
         if size > self.max_send_bytes:
             raise Overloaded(
                 f"the response would be {size} bytes, over this server's send limit of "
@@ -84,52 +125,36 @@ class Rpc:
                 "request or ask for float16 reconstructions"
             )
 
-    def _codecs(
-        self, method: str, req_cls: Any
-    ) -> tuple[Callable[[bytes], Any], Callable[[Any], bytes]]:
-        received = self.metrics.bytes_received.labels(method)
-        sent = self.metrics.bytes_sent.labels(method)
-        parse = req_cls.FromString
-
-        def deserialize(data: bytes) -> Any:
-            received.inc(len(data))
-            return parse(data)
-
-        def serialize(msg: Any) -> bytes:
-            data: bytes = msg.SerializeToString()
-            sent.inc(len(data))
-            return data
-
-        return deserialize, serialize
-
     def unary(
         self, method: str, fn: Handler, req_cls: Any, *, needs_ready: bool = True
     ) -> grpc.RpcMethodHandler:
         latency = self.metrics.latency.labels(method)
         ok = self.metrics.requests.labels(method, "OK")
+        received = self.metrics.bytes_received.labels(method)
+        sent = self.metrics.bytes_sent.labels(method)
         requests = self.metrics.requests
         readiness = self.readiness
         check_size = self.check_size
+        parse = parser(req_cls)
 
-        def handle(request: Any, context: grpc.ServicerContext) -> Any:
+        def handle(data: bytes, context: grpc.ServicerContext) -> bytes:
             t0 = time.perf_counter()
+            received.inc(len(data))
             try:
                 if needs_ready and not readiness.ready:
                     readiness.check()
-                response = fn(request, context)
-                check_size(response)
+                reply = serialize(fn(parse(data), context))
+                check_size(len(reply))
             except Exception as exc:
                 requests.labels(method, classify_code(exc)).inc()
                 latency.observe(time.perf_counter() - t0)
                 abort(context, exc)
             ok.inc()
+            sent.inc(len(reply))
             latency.observe(time.perf_counter() - t0)
-            return response
+            return reply
 
-        deserialize, serialize = self._codecs(method, req_cls)
-        return grpc.unary_unary_rpc_method_handler(
-            handle, request_deserializer=deserialize, response_serializer=serialize
-        )
+        return grpc.unary_unary_rpc_method_handler(handle)
 
     def stream(
         self,
@@ -139,28 +164,40 @@ class Rpc:
     ) -> grpc.RpcMethodHandler:
         requests = self.metrics.requests
         latency = self.metrics.latency.labels(method)
+        received = self.metrics.bytes_received.labels(method)
+        sent = self.metrics.bytes_sent.labels(method)
         readiness = self.readiness
-
         check_size = self.check_size
+        parse = parser(req_cls)
 
-        def handle(request_iterator: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
+        def parsed(frames: Iterator[bytes]) -> Iterator[Any]:
+            for data in frames:
+                received.inc(len(data))
+                yield parse(data)
+
+        def handle(frames: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
             t0 = time.perf_counter()
+            opened = False
             try:
                 readiness.check()
-                for response in fn(request_iterator, context):
-                    check_size(response)
-                    yield response
+                self._open_stream(method)
+                opened = True
+                for response in fn(parsed(frames), context):
+                    reply = serialize(response)
+                    check_size(len(reply))
+                    sent.inc(len(reply))
+                    yield reply
             except Exception as exc:
                 requests.labels(method, classify_code(exc)).inc()
                 latency.observe(time.perf_counter() - t0)
                 abort(context, exc)
+            finally:
+                if opened:
+                    self._close_stream()
             requests.labels(method, "OK").inc()
             latency.observe(time.perf_counter() - t0)
 
-        deserialize, serialize = self._codecs(method, req_cls)
-        return grpc.stream_stream_rpc_method_handler(
-            handle, request_deserializer=deserialize, response_serializer=serialize
-        )
+        return grpc.stream_stream_rpc_method_handler(handle)
 
 
 def classify_code(exc: BaseException) -> str:

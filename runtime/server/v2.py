@@ -15,7 +15,6 @@ the standard ones and tritonclient can be imported beside latentwire.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -26,9 +25,10 @@ from .. import __version__
 from .._proto.kserve.v2 import inference_pb2 as pb
 from ..errors import FingerprintMismatch, InputError, ModelNotFound
 from ..manifest import TensorSpec
-from .codec import run_decode, run_encode
+from . import wire
+from .jobs import EMPTY_CODES, EMPTY_INPUTS, HotMethod, Job, make_job
 from .registry import Registry, Version
-from .rpc import Readiness, Rpc, deadline_of
+from .rpc import Readiness, Rpc, deadline_of, parser
 
 SERVICE = "inference.GRPCInferenceService"
 ROLES = ("decoder", "encoder")
@@ -100,7 +100,8 @@ class V2Service:
     def server_ready(
         self, request: pb.ServerReadyRequest, context: grpc.ServicerContext
     ) -> pb.ServerReadyResponse:
-        return pb.ServerReadyResponse(ready=self.readiness.ready)
+        # ready = takes work: loaded, not shutting down, and at least one model to serve
+        return pb.ServerReadyResponse(ready=self.readiness.ready and bool(self.registry.names()))
 
     def model_ready(
         self, request: pb.ModelReadyRequest, context: grpc.ServicerContext
@@ -174,12 +175,11 @@ class V2Service:
         typed: np.ndarray = np.asarray(values, dtype=dtype).reshape(shape)
         return typed
 
-    def model_infer(
-        self, request: pb.ModelInferRequest, context: grpc.ServicerContext
-    ) -> pb.ModelInferResponse:
+    def infer_job(self, request: pb.ModelInferRequest) -> Job:
         v, role = self._target(request.model_name, request.model_version)
-        if "fingerprint" in request.parameters:
-            want = request.parameters["fingerprint"].string_param
+        params = request.parameters
+        if params and "fingerprint" in params:
+            want = params["fingerprint"].string_param
             if want != v.fingerprint:
                 raise FingerprintMismatch(
                     f"the request asks for fingerprint {want}; {v.name}/{v.version} has "
@@ -193,20 +193,30 @@ class V2Service:
                     f"{requested.name!r} was requested"
                 )
         x = self._input_array(request, inp)
-        run: Callable[[Version, np.ndarray, float | None], np.ndarray]
-        run = run_decode if role == "decoder" else run_encode
-        y = np.ascontiguousarray(run(v, x, deadline_of(context)), dtype=out.dtype)
-        return pb.ModelInferResponse(
-            model_name=request.model_name,
-            model_version=v.version,
-            id=request.id,
-            outputs=[
-                pb.ModelInferResponse.InferOutputTensor(
-                    name=out.name, datatype=_v2_datatype(out.dtype), shape=y.shape
-                )
-            ],
-            raw_output_contents=[y.tobytes()],
-        )
+        model_name, request_id, version = request.model_name, request.id, v.version
+        out_name, out_dtype, datatype = out.name, out.dtype, _v2_datatype(out.dtype)
+        encoder = role == "encoder"
+
+        def finish(y: np.ndarray) -> bytes:
+            if encoder:
+                v.model.check_latents_out(y)
+            y = np.ascontiguousarray(y, dtype=out_dtype)
+            return wire.infer_response(model_name, version, request_id, out_name, datatype, y)
+
+        if encoder:
+            return make_job(v.encoder, x, finish, empty=EMPTY_INPUTS)
+        return make_job(v.decoder, x, finish, empty=EMPTY_CODES)
+
+    def model_infer(self, request: pb.ModelInferRequest, context: grpc.ServicerContext) -> bytes:
+        return self.infer_job(request).run(deadline_of(context))
+
+    def hot_methods(self) -> list[HotMethod]:
+        """The unary methods the native front serves itself."""
+        return [
+            HotMethod(
+                f"/{SERVICE}/ModelInfer", "ModelInfer", parser(pb.ModelInferRequest), self.infer_job
+            )
+        ]
 
     def handler(self, rpc: Rpc) -> grpc.GenericRpcHandler:
         methods: dict[str, tuple[Any, Any, bool]] = {

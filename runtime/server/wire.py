@@ -1,0 +1,106 @@
+"""Hand-encoded protobuf for the two hot replies: V2 `ModelInferResponse` and Codec
+`DecodeResponse`.
+
+Both end in a large raw tensor. Built the usual way, its bytes are copied three times in
+Python (`tobytes()`, into the message, out of `SerializeToString()`); here the reply is
+the small fields encoded once and the array's buffer joined on: one copy. The output is
+plain protobuf wire format (field order as the .proto declares it), so any protobuf parser
+reads it; tests/test_wire.py checks it against the generated classes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+_LEN = 2  # wire type of length-delimited fields
+
+
+def varint(n: int) -> bytes:
+    """Protobuf base-128 varint of a non-negative int (int64 fields: negatives are not
+    used here, shapes and lengths never are)."""
+    if n < 0x80:
+        return bytes((n,))
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _key(field: int) -> bytes:
+    return varint(field << 3 | _LEN)
+
+
+def _string(field: int, text: str) -> bytes:
+    """A string field, left out when empty (proto3's default)."""
+    if not text:
+        return b""
+    data = text.encode()
+    return _key(field) + varint(len(data)) + data
+
+
+def _packed(field: int, values: Sequence[int]) -> bytes:
+    body = b"".join(varint(v) for v in values)
+    return _key(field) + varint(len(body)) + body
+
+
+# field numbers, as in proto/latentwire/kserve/v2/inference.proto and v1/codec.proto
+_OUT_NAME, _OUT_DATATYPE, _OUT_SHAPE = 1, 2, 3
+_INFER_MODEL, _INFER_VERSION, _INFER_ID, _INFER_OUTPUTS, _INFER_RAW = 1, 2, 3, 5, 6
+_TENSOR_DTYPE, _TENSOR_SHAPE, _TENSOR_DATA = 1, 2, 3
+_DECODE_ID, _DECODE_MODEL, _DECODE_VERSION, _DECODE_FP, _DECODE_RECON = 1, 2, 3, 4, 5
+
+
+def _raw(array: np.ndarray) -> memoryview:
+    """The array's bytes in little-endian C order, without copying when they already are."""
+    arr = np.ascontiguousarray(array)
+    if arr.dtype.byteorder == ">":
+        arr = arr.astype(arr.dtype.newbyteorder("<"))
+    return arr.data.cast("B")
+
+
+def infer_response(
+    model_name: str, version: str, request_id: str, output: str, datatype: str, y: np.ndarray
+) -> bytes:
+    """ModelInferResponse with one output tensor `output` carried in raw_output_contents."""
+    tensor = _string(_OUT_NAME, output) + _string(_OUT_DATATYPE, datatype)
+    tensor += _packed(_OUT_SHAPE, y.shape)
+    raw = _raw(y)
+    return b"".join(
+        (
+            _string(_INFER_MODEL, model_name),
+            _string(_INFER_VERSION, version),
+            _string(_INFER_ID, request_id),
+            _key(_INFER_OUTPUTS),
+            varint(len(tensor)),
+            tensor,
+            _key(_INFER_RAW),
+            varint(len(raw)),
+            raw,
+        )
+    )
+
+
+def decode_response(
+    request_id: str, model_name: str, version: str, fingerprint: str, x: np.ndarray
+) -> bytes:
+    """DecodeResponse whose reconstruction Tensor holds `x` (dtype name, shape, raw data)."""
+    raw = _raw(x)
+    head = _string(_TENSOR_DTYPE, x.dtype.name) + _packed(_TENSOR_SHAPE, x.shape)
+    data = _key(_TENSOR_DATA) + varint(len(raw))
+    return b"".join(
+        (
+            _string(_DECODE_ID, request_id),
+            _string(_DECODE_MODEL, model_name),
+            _string(_DECODE_VERSION, version),
+            _string(_DECODE_FP, fingerprint),
+            _key(_DECODE_RECON),
+            varint(len(head) + len(data) + len(raw)),
+            head,
+            data,
+            raw,
+        )
+    )
