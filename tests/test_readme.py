@@ -24,5 +24,5 @@ def test_readme_main_command_installs_cpu_torch_first_and_runs_the_demo() -> Non
     demo = [c for c in _commands() if c.rstrip().endswith("latentwire demo")]
     assert len(demo) == 1
     assert demo[0].index("pip install torch==2.13.0") < demo[0].index(
-        'pip install -e ".[cpu,train]"'
+        'pip install -e ".[cpu,server,train]"'
     )
