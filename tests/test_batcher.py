@@ -142,3 +142,44 @@ def test_a_failing_run_fails_its_batch_and_the_next_batch_still_runs() -> None:
 def test_bad_policy_is_refused() -> None:
     with pytest.raises(ValueError, match="bad batch policy"):
         Batcher(slow_double, BatchPolicy(max_batch=0))
+
+
+def test_samples_of_different_sizes_never_share_a_run() -> None:
+    """Images of several sizes (a conv model) queue together; each run holds one size."""
+    rec = Recorder()
+    shapes_run: list[tuple[int, ...]] = []
+
+    def run(x: np.ndarray) -> np.ndarray:
+        shapes_run.append(x.shape[1:])
+        time.sleep(0.002)
+        return x * 2
+
+    b = Batcher(run, BatchPolicy(max_delay=0.02), rec)
+    wrong: list[str] = []
+
+    def client(i: int) -> None:
+        x = np.full((2, 4 + 4 * (i % 3), 4), i, np.float32)
+        if not np.array_equal(b.submit(x, time.monotonic() + 10), x * 2):
+            wrong.append(str(i))
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert wrong == []
+    assert sorted(set(shapes_run)) == [(4, 4), (8, 4), (12, 4)]
+    assert max(r for _, r in rec.batches) > 1, "same-sized requests were never coalesced"
+
+
+def test_prepare_checks_each_request_before_it_queues() -> None:
+    def refuse_negative(x: np.ndarray) -> np.ndarray:
+        if (x < 0).any():
+            raise Overloaded("negative")  # any LatentwireError
+        return x
+
+    b = Batcher(slow_double, BatchPolicy(), prepare=refuse_negative)
+    np.testing.assert_array_equal(b.submit(np.ones((1, 2))), np.full((1, 2), 2.0))
+    with pytest.raises(Overloaded, match="negative"):
+        b.submit(-np.ones((1, 2)))
+    assert b.queue_depth() == 0

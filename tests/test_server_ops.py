@@ -340,11 +340,12 @@ def _health(port: int) -> int | None:
 
 
 @pytest.mark.slow
-def test_sigterm_drains_requests_in_flight(repo: Path, local: Model) -> None:
+def test_sigterm_drains_requests_in_flight(repo: Path, local: Model, frontend: Any) -> None:
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != "LATENTWIRE_TOKEN"}
     cmd = [sys.executable, "-m", "latentwire.runtime.cli", "serve", "--models", str(repo)]
     cmd += ["--host", "127.0.0.1", "--port", str(port), "--max-delay-ms", "300"]
+    cmd += ["--frontend", frontend]
     cmd += ["--poll-seconds", "0", "--providers", "cpu"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:

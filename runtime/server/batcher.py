@@ -225,21 +225,27 @@ class Batcher:
                 self._fill.wait(left)
                 self._leader_waiting = False
         batch: list[_Item] = []
+        other_sizes: list[_Item] = []  # samples of another size (images): a later batch's
         total = 0
         now = time.monotonic()
-        while self._pending:
-            nxt = self._pending[0]
-            if batch and (total + nxt.n > pol.max_batch or not _stackable(batch[0].x, nxt.x)):
-                break  # full, or samples of another size (images): the next batch takes it
-            self._pending.popleft()
-            self._pending_samples -= nxt.n
+        pending = self._pending
+        while pending:
+            nxt = pending.popleft()
             if nxt.deadline is not None and now >= nxt.deadline:
+                self._pending_samples -= nxt.n
                 nxt.done = True
                 nxt.error = expired()
                 self._wake(nxt)
-                continue
-            batch.append(nxt)
-            total += nxt.n
+            elif batch and not _stackable(batch[0].x, nxt.x):
+                other_sizes.append(nxt)
+            elif batch and total + nxt.n > pol.max_batch:
+                pending.appendleft(nxt)
+                break
+            else:
+                self._pending_samples -= nxt.n
+                batch.append(nxt)
+                total += nxt.n
+        pending.extendleft(reversed(other_sizes))  # back in front, in arrival order
         return batch
 
     def _lead(self, me: _Item) -> None:

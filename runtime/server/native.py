@@ -60,6 +60,8 @@ _MAX_EVENTS = 1024
 """Most calls taken from the queue at once (a round may take several takes when batching
 waits, `max_delay`)."""
 _STATUS = {code.name: code.value[0] for code in grpc.StatusCode}
+_SETTLE_S = 0.05
+"""After the front reports every answer written: time for the socket to send the last."""
 
 
 class _Call:
@@ -130,10 +132,13 @@ class NativeFront:
         self._max_receive = max_receive_bytes
         self._max_send = max_send_bytes
         self._methods: list[HotMethod | None] = [*methods, None]  # None: Health/Check
+        self._latency = {m.name: metrics.latency.labels(m.name) for m in methods}
         self._parse_health = parser(health_pb2.HealthCheckRequest)
         paths = [(m.path, False) for m in methods] + [(HEALTH_CHECK, False)]
         try:
-            self._front = NativeGrpcFront(address, paths, io_threads=io_threads, call_details=True)
+            self._front = NativeGrpcFront(
+                address, paths, io_threads=io_threads, call_details=True, metrics=True
+            )
         except OSError as exc:
             raise Unavailable(
                 f"cannot listen on {address}: {exc.strerror or exc} (the port is in use or "
@@ -155,16 +160,31 @@ class NativeFront:
         self._thread.start()
 
     def drain(self, grace: float) -> None:
-        """Wait up to `grace` s for the calls taken so far to be answered (new calls are
-        refused with UNAVAILABLE once readiness is off), then close the port."""
+        """Wait up to `grace` s for the calls taken so far to be answered and their answers
+        written (new calls are refused with UNAVAILABLE once readiness is off), then close
+        the port."""
         end = time.monotonic() + grace
         with self._lock:
             while self._in_flight and (left := end - time.monotonic()) > 0:
                 self._idle.wait(left)
+        # respond() only queues an answer: closing now could drop it unsent. The front
+        # counts a call as ended once its answer is written; wait for that, then a moment
+        # for the socket to take the last bytes.
+        while self._open_calls() and time.monotonic() < end:
+            time.sleep(0.005)
+        time.sleep(max(0.0, min(_SETTLE_S, end - time.monotonic())))
         self._front.close()  # answers what is left UNAVAILABLE; recv_batch returns None
         if self._thread is not None:
             self._thread.join(timeout=5)
         self._big.shutdown(wait=False, cancel_futures=True)
+
+    def _open_calls(self) -> int:
+        """Calls the front has started and not ended (its own count, forwarded ones too)."""
+        stats = self._front.metrics() or {}
+        return sum(
+            m.get("started", 0) - sum(s.get("count", 0) for s in m.get("status", {}).values())
+            for m in stats.get("methods", {}).values()
+        )
 
     # -- the drain loop --------------------------------------------------------------------
     def _serve(self) -> None:
@@ -336,7 +356,7 @@ class NativeFront:
         if self._front.respond(call.call_id, reply):
             rnd.codes[call.method, "OK"] += 1
             rnd.sent[call.method] += len(reply)
-            self._metrics.latency.labels(call.method).observe(time.monotonic() - call.t0)
+            self._latency[call.method].observe(time.monotonic() - call.t0)
         else:
             self._gone(rnd, call)
 
@@ -348,13 +368,13 @@ class NativeFront:
         self._front.fail(call_id, _STATUS[code], message, [(ERROR_KEY, kind)])
         rnd.codes[method, code] += 1
         if t0 is not None:
-            self._metrics.latency.labels(method).observe(time.monotonic() - t0)
+            self._latency[method].observe(time.monotonic() - t0)
 
     def _gone(self, rnd: _Round, call: _Call) -> None:
         """The call ended before its answer (the front already told the client why)."""
         late = call.deadline is not None and time.monotonic() >= call.deadline
         rnd.codes[call.method, "DEADLINE_EXCEEDED" if late else "CANCELLED"] += 1
-        self._metrics.latency.labels(call.method).observe(time.monotonic() - call.t0)
+        self._latency[call.method].observe(time.monotonic() - call.t0)
 
     def _health_check(self, call_id: int, payload: bytes) -> None:
         try:

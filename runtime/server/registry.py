@@ -50,6 +50,8 @@ class Version:
     """codes (wire values) -> reconstructions in the user's units"""
     encoder: Batcher
     """samples in the user's units -> codes"""
+    cache: dict[object, object] = field(default_factory=dict)
+    """what services work out once per loaded version (e.g. V2's tensor specs)"""
 
     @property
     def fingerprint(self) -> str:

@@ -14,8 +14,9 @@ the standard ones and tritonclient can be imported beside latentwire.
 
 from __future__ import annotations
 
+import functools
 import math
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import grpc
@@ -26,6 +27,7 @@ from .._proto.kserve.v2 import inference_pb2 as pb
 from ..errors import FingerprintMismatch, InputError, ModelNotFound
 from ..manifest import TensorSpec
 from . import wire
+from .batcher import Batcher
 from .jobs import EMPTY_CODES, EMPTY_INPUTS, HotMethod, Job, make_job
 from .registry import Registry, Version
 from .rpc import Readiness, Rpc, deadline_of, parser
@@ -66,6 +68,29 @@ def _v2_shape(spec: TensorSpec) -> list[int]:
     return [-1, *(-1 if d is None else d for d in spec.shape)]
 
 
+@dataclass(frozen=True)
+class _Binding:
+    """What ModelInfer needs of one V2 model (a version's decoder or encoder), worked out
+    once per loaded version instead of on every call."""
+
+    version: Version
+    graph: Batcher
+    encoder: bool
+    input: TensorSpec
+    output: TensorSpec
+    datatype: str
+    """the output's V2 datatype"""
+
+    def finish(self, model_name: str, request_id: str, y: np.ndarray) -> bytes:
+        if self.encoder:
+            self.version.model.check_latents_out(y)
+        out = self.output
+        y = np.ascontiguousarray(y, dtype=out.dtype)
+        return wire.infer_response(
+            model_name, self.version.version, request_id, out.name, self.datatype, y
+        )
+
+
 class V2Service:
     """The handlers of inference.GRPCInferenceService."""
 
@@ -90,6 +115,18 @@ class V2Service:
         m = v.model.manifest
         codes = replace(m.latent, dtype=m.codes.wire_dtype)
         return (codes, m.output) if role == "decoder" else (m.input, codes)
+
+    def _binding(self, model_name: str, version: str) -> _Binding:
+        v, role = self._target(model_name, version)
+        binding = v.cache.get(("v2", role))
+        if binding is None:
+            inp, out = self._io(v, role)
+            encoder = role == "encoder"
+            graph = v.encoder if encoder else v.decoder
+            binding = _Binding(v, graph, encoder, inp, out, _v2_datatype(out.dtype))
+            v.cache["v2", role] = binding
+        assert isinstance(binding, _Binding)
+        return binding
 
     # -- health and metadata ---------------------------------------------------------------
     def server_live(
@@ -135,77 +172,74 @@ class V2Service:
     # -- inference -------------------------------------------------------------------------
     @staticmethod
     def _input_array(request: pb.ModelInferRequest, spec: TensorSpec) -> np.ndarray:
-        if len(request.inputs) != 1:
+        inputs = request.inputs
+        if len(inputs) != 1:
             raise InputError(
-                f"expected exactly one input tensor named {spec.name!r}, got {len(request.inputs)}"
+                f"expected exactly one input tensor named {spec.name!r}, got {len(inputs)}"
             )
-        t = request.inputs[0]
-        if t.name != spec.name:
-            raise InputError(f"the input tensor must be named {spec.name!r}, got {t.name!r}")
-        dtype = _DTYPES.get(t.datatype)
+        t = inputs[0]
+        name, datatype = t.name, t.datatype
+        if name != spec.name:
+            raise InputError(f"the input tensor must be named {spec.name!r}, got {name!r}")
+        dtype = _DTYPES.get(datatype)
         if dtype is None:
             raise InputError(
-                f"input {t.name!r} has datatype {t.datatype!r}; expected FP32 (or one of "
+                f"input {name!r} has datatype {datatype!r}; expected FP32 (or one of "
                 f"{', '.join(_DTYPES)})"
             )
-        shape = tuple(int(s) for s in t.shape)
-        if any(s < 0 for s in shape):
-            raise InputError(f"input {t.name!r} has shape {list(shape)} with a negative dimension")
+        shape = tuple(t.shape[:])  # [:] is a list, fast to copy; upb iteration is slow
+        if shape and min(shape) < 0:
+            raise InputError(f"input {name!r} has shape {list(shape)} with a negative dimension")
         count = math.prod(shape)
-        if request.raw_input_contents:
-            if len(request.raw_input_contents) != 1:
-                raise InputError(
-                    f"expected one raw_input_contents entry, got {len(request.raw_input_contents)}"
-                )
-            raw = request.raw_input_contents[0]
+        raws = request.raw_input_contents
+        if raws:
+            if len(raws) != 1:
+                raise InputError(f"expected one raw_input_contents entry, got {len(raws)}")
+            raw = raws[0]
             if len(raw) != count * dtype.itemsize:
                 raise InputError(
-                    f"input {t.name!r} of shape {list(shape)} and datatype {t.datatype} needs "
+                    f"input {name!r} of shape {list(shape)} and datatype {datatype} needs "
                     f"{count * dtype.itemsize} bytes of raw_input_contents, got {len(raw)}"
                 )
             arr: np.ndarray = np.frombuffer(raw, dtype=dtype).reshape(shape)
             return arr
-        field = _TYPED.get(t.datatype)
+        field = _TYPED.get(datatype)
         values = getattr(t.contents, field) if field else []
         if len(values) != count:
             raise InputError(
-                f"input {t.name!r} of shape {list(shape)} needs {count} values in "
+                f"input {name!r} of shape {list(shape)} needs {count} values in "
                 f"raw_input_contents or contents.{field or 'fp32_contents'}, got {len(values)}"
             )
         typed: np.ndarray = np.asarray(values, dtype=dtype).reshape(shape)
         return typed
 
     def infer_job(self, request: pb.ModelInferRequest) -> Job:
-        v, role = self._target(request.model_name, request.model_version)
+        model_name = request.model_name
+        b = self._binding(model_name, request.model_version)
         params = request.parameters
         if params and "fingerprint" in params:
             want = params["fingerprint"].string_param
+            v = b.version
             if want != v.fingerprint:
                 raise FingerprintMismatch(
                     f"the request asks for fingerprint {want}; {v.name}/{v.version} has "
                     f"{v.fingerprint}"
                 )
-        inp, out = self._io(v, role)
-        for requested in request.outputs:
-            if requested.name != out.name:
-                raise InputError(
-                    f"model {request.model_name!r} has one output, {out.name!r}; "
-                    f"{requested.name!r} was requested"
-                )
-        x = self._input_array(request, inp)
-        model_name, request_id, version = request.model_name, request.id, v.version
-        out_name, out_dtype, datatype = out.name, out.dtype, _v2_datatype(out.dtype)
-        encoder = role == "encoder"
-
-        def finish(y: np.ndarray) -> bytes:
-            if encoder:
-                v.model.check_latents_out(y)
-            y = np.ascontiguousarray(y, dtype=out_dtype)
-            return wire.infer_response(model_name, version, request_id, out_name, datatype, y)
-
-        if encoder:
-            return make_job(v.encoder, x, finish, empty=EMPTY_INPUTS)
-        return make_job(v.decoder, x, finish, empty=EMPTY_CODES)
+        outputs = request.outputs
+        if outputs:
+            for requested in outputs:
+                if requested.name != b.output.name:
+                    raise InputError(
+                        f"model {model_name!r} has one output, {b.output.name!r}; "
+                        f"{requested.name!r} was requested"
+                    )
+        x = self._input_array(request, b.input)
+        return make_job(
+            b.graph,
+            x,
+            functools.partial(b.finish, model_name, request.id),
+            empty=EMPTY_INPUTS if b.encoder else EMPTY_CODES,
+        )
 
     def model_infer(self, request: pb.ModelInferRequest, context: grpc.ServicerContext) -> bytes:
         return self.infer_job(request).run(deadline_of(context))

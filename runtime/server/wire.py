@@ -10,18 +10,30 @@ reads it; tests/test_wire.py checks it against the generated classes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 _LEN = 2  # wire type of length-delimited fields
 
 
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+_SMALL = [_varint(n) for n in range(1 << 14)]  # one and two bytes: tags, names, shapes
+
+
 def varint(n: int) -> bytes:
     """Protobuf base-128 varint of a non-negative int (int64 fields: negatives are not
     used here, shapes and lengths never are)."""
-    if n < 0x80:
-        return bytes((n,))
+    if n < 1 << 14:
+        return _SMALL[n]
     out = bytearray()
     while n > 0x7F:
         out.append((n & 0x7F) | 0x80)
@@ -62,26 +74,45 @@ def _raw(array: np.ndarray) -> memoryview:
     return arr.data.cast("B")
 
 
+_heads: dict[tuple[object, ...], bytes] = {}
+"""Reply prefixes by (fields..., shape): clients repeat the same model, id and batch size,
+so most replies are a dict lookup and one join. Cleared when it grows past _MAX_HEADS."""
+_MAX_HEADS = 4096
+
+
+def _head(key: tuple[object, ...], build: Callable[[], bytes]) -> bytes:
+    head = _heads.get(key)
+    if head is None:
+        if len(_heads) >= _MAX_HEADS:
+            _heads.clear()
+        head = _heads[key] = build()
+    return head
+
+
 def infer_response(
     model_name: str, version: str, request_id: str, output: str, datatype: str, y: np.ndarray
 ) -> bytes:
     """ModelInferResponse with one output tensor `output` carried in raw_output_contents."""
-    tensor = _string(_OUT_NAME, output) + _string(_OUT_DATATYPE, datatype)
-    tensor += _packed(_OUT_SHAPE, y.shape)
     raw = _raw(y)
-    return b"".join(
-        (
-            _string(_INFER_MODEL, model_name),
-            _string(_INFER_VERSION, version),
-            _string(_INFER_ID, request_id),
-            _key(_INFER_OUTPUTS),
-            varint(len(tensor)),
-            tensor,
-            _key(_INFER_RAW),
-            varint(len(raw)),
-            raw,
+
+    def build() -> bytes:
+        tensor = _string(_OUT_NAME, output) + _string(_OUT_DATATYPE, datatype)
+        tensor += _packed(_OUT_SHAPE, y.shape)
+        return b"".join(
+            (
+                _string(_INFER_MODEL, model_name),
+                _string(_INFER_VERSION, version),
+                _string(_INFER_ID, request_id),
+                _key(_INFER_OUTPUTS),
+                varint(len(tensor)),
+                tensor,
+                _key(_INFER_RAW),
+                varint(len(raw)),
+            )
         )
-    )
+
+    key = ("infer", model_name, version, request_id, output, datatype, y.shape)
+    return b"".join((_head(key, build), raw))
 
 
 def decode_response(
