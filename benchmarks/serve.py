@@ -1,246 +1,84 @@
-"""Serving benchmark: `latentwire serve` against Triton, MLServer and in-process ONNX Runtime.
+"""Serving benchmark: `latentwire serve` against Triton and in-process ONNX Runtime, with a
+native and a Python load generator.
 
 Builds one model package (a dense 784 -> 128 -> 64 autoencoder, random weights, seed 0) and
 serves its decoder.onnx (z [B, 64] -> x_hat [B, 784]) with every server, one after another,
 so all of them run the identical graph. Each server is started as a subprocess on its own
-port and measured with the peers' closed-loop KServe V2 load generator (load_v2.py,
-unchanged), then stopped by PID (SIGTERM, SIGKILL after 20 s, leftover children killed).
+port, the way a user starts it (default flags, nothing pinned), measured, then stopped by
+PID (SIGTERM, SIGKILL after 20 s, leftover children killed).
 
 Targets (--targets, all by default):
   inproc               in-process ONNX Runtime on decoder.onnx, batch 1/64/1024, no RPC;
-                       1 intra-op thread and ORT's default (this venv)
-  latentwire           latentwire serve, batching on, server --cpu 1, load generator on CPU 0
-  latentwire_unpinned  the same, nothing pinned
-  latentwire_nobatch   --no-batching, pinned like `latentwire`
-  triton               Triton 2.51 Python backend (serve_triton_raw.py, its dynamic batcher),
-                       load generator on CPU 0
-  mlserver             MLServer 1.7.1 (serve_mlserver.py --parallel-workers 0), load
-                       generator on CPU 0
+                       1 intra-op thread and ORT's default: the limit
+  latentwire           `latentwire serve` as the README starts it (native front, batching)
+  latentwire_grpcio    the same with --frontend grpcio (the pure-Python fallback)
+  latentwire_nobatch   the native front with --no-batching
+  triton               Triton 2.51, Python backend running ORT, its dynamic batcher
+                       (the peers' serve_triton_raw.py)
+  mlserver             MLServer 1.7.1 --parallel-workers 0 (skipped unless its venv exists)
 
-The peers' harness (load_v2.py, serve_*.py and their venvs venv-load, venv-triton,
-venv-mlserver) is found with --peers (or $LATENTWIRE_PEERS, default /work/peers-work); a
-target whose pieces are missing is skipped with the reason logged and recorded.
+Load generators (--generators, both by default), each over the whole sweep:
+  h2load   h2load replaying one gRPC-framed ModelInferRequest (serving/h2load.py): costs the
+           client a few µs per request, so the servers are what is measured; replies are
+           checked (reply size per request, 16 replies compared through tritonclient)
+  python   the peers' closed-loop load_v2.py (tritonclient, 2 processes): what a Python
+           client fleet sees; it costs 175-270 µs of CPU per request itself
+
+The peers' harness (load_v2.py, serve_*.py and their venvs) is found with --peers (or
+$LATENTWIRE_PEERS, default /work/peers-work); a target or generator whose pieces are
+missing is skipped with the reason recorded.
 
 Writes to --out (default benchmarks/results):
-  serve.json   machine, settings, every point (samples/s, req/s, p50/p99, CPU split), ratios
+  serve.json   machine, settings, every point (samples/s, req/s, p50/p99, server and client
+               CPU µs per request), ratios
   serve.md     markdown tables and ratio lines, ready to paste into a README
-  serve.png    samples/s and p99 per point and server (log scale)
-  repo/        the model package (reused when present), logs/ and raw/ (load_v2 JSON lines)
+  serve.png    samples/s and p99 per point, server and generator (log scale)
+  repo/        the model package (reused when present), logs/, raw/, work/
 
 example:
   .venv/bin/python benchmarks/serve.py --duration 2 --warmup 1 --sweep 1x1,64x64   # quick look
-  .venv/bin/python benchmarks/serve.py                                           # full, ~15 min
+  .venv/bin/python benchmarks/serve.py                                           # full, ~20 min
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import datetime as dt
 import json
 import os
-import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from serving import h2load
+from serving.procs import (
+    ROOT,
+    child_setup,
+    cpu_times,
+    free_port_block,
+    log,
+    machine_info,
+    steal_pct,
+    stop_tree,
+    venv_versions,
+)
+from serving.report import compute_ratios, write_markdown, write_plot
+
 DEFAULT_SWEEP = "1x1,16x1,64x1,1x64,16x64,64x64"
 DEFAULT_PEERS = "/work/peers-work"
 PACKAGE = "bench"
 V2_MODEL = f"{PACKAGE}.decoder"
 INPROC_BATCHES = (1, 64, 1024)
-TARGETS = (
-    "inproc",
-    "latentwire",
-    "latentwire_unpinned",
-    "latentwire_nobatch",
-    "triton",
-    "mlserver",
-)
-STOP_GRACE_S = 20.0
-
-
-def log(msg: str) -> None:
-    print(f"[serve-bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-# --------------------------------------------------------------------------- processes
-
-
-def _proc_table() -> dict[int, tuple[int, int]]:
-    """{pid: (ppid, start time in clock ticks)} for every process in /proc."""
-    table: dict[int, tuple[int, int]] = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{d}/stat").read_text()
-        except OSError:
-            continue
-        rest = stat[stat.rfind(")") + 2 :].split()
-        table[int(d)] = (int(rest[1]), int(rest[19]))
-    return table
-
-
-def descendants(pid: int) -> list[tuple[int, int]]:
-    """(pid, start time) of every descendant of pid, so a later kill can check identity."""
-    table = _proc_table()
-    kids: dict[int, list[int]] = {}
-    for p, (pp, _) in table.items():
-        kids.setdefault(pp, []).append(p)
-    out: list[tuple[int, int]] = []
-    stack = list(kids.get(pid, []))
-    while stack:
-        p = stack.pop()
-        out.append((p, table[p][1]))
-        stack.extend(kids.get(p, []))
-    return out
-
-
-def _same_process(pid: int, start: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    rest = stat[stat.rfind(")") + 2 :].split()
-    return int(rest[19]) == start and rest[0] != "Z"
-
-
-def stop_tree(proc: subprocess.Popen[bytes], name: str, grace: float = STOP_GRACE_S) -> None:
-    """SIGTERM proc, SIGKILL it after `grace` s, then kill its leftover descendants by PID."""
-    kids = descendants(proc.pid)
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            log(f"{name}: pid {proc.pid} still alive after {grace:.0f} s, sending SIGKILL")
-            proc.kill()
-            proc.wait()
-    leftovers = [(p, s) for p, s in kids if _same_process(p, s)]
-    if leftovers:
-        time.sleep(3.0)  # Triton's stubs exit on their own shortly after the server
-    for p, s in leftovers:
-        if _same_process(p, s):
-            log(f"{name}: leftover child {p}, SIGKILL")
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(p, signal.SIGKILL)
-
-
-def _child_setup(cpu: int | None) -> Callable[[], None]:
-    """preexec_fn: optionally pin to one CPU; ask for SIGTERM when this script dies."""
-
-    def setup() -> None:
-        if cpu is not None:
-            os.sched_setaffinity(0, {cpu})
-        with contextlib.suppress(Exception):
-            import ctypes
-
-            ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-    return setup
-
-
-def free_port_block(start: int, width: int = 3) -> int:
-    """First port p >= start (step 10) with p .. p+width-1 free on 127.0.0.1."""
-    port = start
-    while port < 65000:
-        ok = True
-        for p in range(port, port + width):
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-                try:
-                    s.bind(("127.0.0.1", p))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return port
-        port += 10
-    raise RuntimeError(f"no free port block from {start}")
-
-
-# --------------------------------------------------------------------------- machine
-
-
-def _cpu_times() -> list[int] | None:
-    try:
-        return [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def steal_pct(a: list[int] | None, b: list[int] | None) -> float | None:
-    """Steal time between two /proc/stat samples, in % of all CPU time (None if unknown)."""
-    if not a or not b or len(a) < 8 or len(b) < 8:
-        return None
-    total = sum(b[:8]) - sum(a[:8])
-    return round(100.0 * (b[7] - a[7]) / total, 2) if total > 0 else None
-
-
-def _first_match(path: str, key: str) -> str | None:
-    try:
-        for line in Path(path).read_text().splitlines():
-            if line.startswith(key):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return None
-
-
-def _venv_versions(python: Path) -> dict[str, str]:
-    """Versions of the packages that matter, read from a venv's dist-info names."""
-    want = ("onnxruntime", "grpcio", "tritonclient", "numpy", "mlserver", "nvidia_pytriton")
-    out: dict[str, str] = {}
-    for sp in python.parent.parent.glob("lib/python*/site-packages"):
-        for d in sp.glob("*.dist-info"):
-            name, _, version = d.name[: -len(".dist-info")].rpartition("-")
-            if name.lower() in want:
-                out[name.lower()] = version
-    return out
-
-
-def machine_info() -> dict[str, Any]:
-    import grpc
-    import onnxruntime as ort
-
-    mem = _first_match("/proc/meminfo", "MemTotal")
-    ram_gib = round(int(mem.split()[0]) / 1024**2, 1) if mem else None
-    try:
-        affinity = sorted(os.sched_getaffinity(0))
-    except AttributeError:
-        affinity = []
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
-    return {
-        "cpu_model": _first_match("/proc/cpuinfo", "model name") or platform.processor(),
-        "cores": os.cpu_count(),
-        "affinity": affinity,
-        "ram_gib": ram_gib,
-        "kernel": platform.release(),
-        "os": platform.platform(),
-        "python": platform.python_version(),
-        "onnxruntime": ort.__version__,
-        "grpcio": grpc.__version__,
-        "latentwire_git": commit,
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "loadavg_at_start": list(os.getloadavg()),
-        "steal_in_proc_stat": _cpu_times() is not None,
-    }
+TARGETS = ("inproc", "latentwire", "latentwire_grpcio", "latentwire_nobatch", "triton", "mlserver")
+GENERATORS = ("h2load", "python")
+LATENT_DIM, OUTPUT_DIM = 64, 784
 
 
 # --------------------------------------------------------------------------- model
@@ -347,6 +185,32 @@ def inproc_measure(
     return points
 
 
+def run_inproc(args: argparse.Namespace, decoder: Path) -> list[dict[str, Any]]:
+    recs: list[dict[str, Any]] = []
+    for threads in (1, 0):
+        label = f"ort_inproc_t{threads or 'default'}"
+        title = f"in-process ORT, {threads or 'default'} thread{'s' if threads != 1 else ''}"
+        log(f"{label}: batches {','.join(map(str, INPROC_BATCHES))}")
+        cmd = [sys.executable, __file__, "--inproc-child", f"{decoder},{threads}"]
+        cmd += ["--duration", str(args.duration), "--warmup", str(args.warmup)]
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+        rec: dict[str, Any] = {
+            "label": label,
+            "title": title,
+            "kind": "inproc",
+            "intra_op_threads": threads or "default",
+            "command": cmd,
+            "points": [],
+        }
+        if proc.returncode != 0:
+            rec.update(status="failed", reason=f"exit code {proc.returncode}")
+        else:
+            rec["points"] = [{"label": label, **p} for p in json.loads(proc.stdout)]
+            rec.update(status="ok", reason="")
+        recs.append(rec)
+    return recs
+
+
 # --------------------------------------------------------------------------- targets
 
 
@@ -357,12 +221,7 @@ class Target:
     title: str
     command: list[str] = field(default_factory=list)
     port: int = 0
-    server_cpu: int | None = None  # pinned by the server itself (latentwire --cpu)
-    preexec_cpu: int | None = None  # pinned by us before exec (--pin-peers)
-    client_cpu: int | None = None
-    notes: list[str] = field(default_factory=list)
     skip: str | None = None
-    env: dict[str, str] | None = None
 
 
 @dataclass
@@ -421,17 +280,6 @@ def latentwire_command() -> list[str]:
 
 
 def plan_targets(args: argparse.Namespace, peers: Peers, decoder: Path, work: Path) -> list[Target]:
-    allowed = set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else set()
-    pin_note: str | None = None
-    srv_cpu: int | None = args.server_cpu
-    cli_cpu: int | None = args.client_cpu
-    if not {srv_cpu, cli_cpu} <= allowed or srv_cpu == cli_cpu:
-        pin_note = (
-            f"pinning off: CPUs {srv_cpu} and {cli_cpu} are not two distinct CPUs of "
-            f"this process's affinity {sorted(allowed)}"
-        )
-        log(pin_note)
-        srv_cpu = cli_cpu = None
     keys = [k.strip() for k in args.targets.split(",") if k.strip()]
     lw = latentwire_command()
     repo = str(Path(args.out) / "repo")
@@ -441,101 +289,194 @@ def plan_targets(args: argparse.Namespace, peers: Peers, decoder: Path, work: Pa
         if key == "inproc":
             continue
         port = free_port_block(port)
+        # as the README starts it; --poll-seconds 0 only stops rescanning the repository
         lw_args = ["serve", "--models", repo, "--host", "127.0.0.1", "--port", str(port)]
         lw_args += ["--poll-seconds", "0", *args.serve_arg]
         t: Target
         if key == "latentwire":
-            t = Target(key, "latentwire", "latentwire (batching, pinned)", port=port)
-            t.server_cpu, t.client_cpu = srv_cpu, cli_cpu
-            t.command = lw + lw_args + ([] if srv_cpu is None else ["--cpu", str(srv_cpu)])
-        elif key == "latentwire_unpinned":
-            t = Target(key, "latentwire_unpinned", "latentwire (batching, unpinned)", port=port)
-            t.command = lw + lw_args
+            t = Target(key, "latentwire", "latentwire serve (native front)", lw + lw_args, port)
+        elif key == "latentwire_grpcio":
+            title = "latentwire serve --frontend grpcio"
+            t = Target(key, key, title, [*lw, *lw_args, "--frontend", "grpcio"], port)
         elif key == "latentwire_nobatch":
-            t = Target(key, "latentwire_nobatch", "latentwire (no batching, pinned)", port=port)
-            t.server_cpu, t.client_cpu = srv_cpu, cli_cpu
-            t.command = [*lw, *lw_args, "--no-batching"]
-            if srv_cpu is not None:
-                t.command += ["--cpu", str(srv_cpu)]
+            title = "latentwire serve --no-batching (native)"
+            t = Target(key, key, title, [*lw, *lw_args, "--no-batching"], port)
         elif key == "triton":
-            t = Target(key, "triton_pybackend", "Triton Python backend", port=port)
-            t.client_cpu = cli_cpu
-            if args.pin_peers:
-                t.preexec_cpu = srv_cpu
+            t = Target(key, "triton", "Triton 2.51, Python backend", port=port)
             if peers.triton_python is None:
                 t.skip = f"Triton: {peers.reasons['triton']}"
             else:
-                t.command = [
-                    str(peers.triton_python),
-                    str(peers.root / "serve_triton_raw.py"),
-                    str(decoder),
-                    str(port),
-                    "--model-name",
-                    V2_MODEL,
-                    "--workdir",
-                    str(work / f"triton_{port}"),
-                ]
+                t.command = [str(peers.triton_python), str(peers.root / "serve_triton_raw.py")]
+                t.command += [str(decoder), str(port), "--model-name", V2_MODEL]
+                t.command += ["--workdir", str(work / f"triton_{port}")]
         elif key == "mlserver":
-            t = Target(key, "mlserver_w0", "MLServer (workers=0)", port=port)
-            t.client_cpu = cli_cpu
-            if args.pin_peers:
-                t.preexec_cpu = srv_cpu
+            t = Target(key, "mlserver", "MLServer 1.7.1 (workers=0)", port=port)
             if peers.mlserver_python is None:
                 t.skip = f"MLServer: {peers.reasons['mlserver']}"
             else:
-                t.command = [
-                    str(peers.mlserver_python),
-                    str(peers.root / "serve_mlserver.py"),
-                    str(decoder),
-                    str(port),
-                    "--parallel-workers",
-                    "0",
-                    "--model-name",
-                    V2_MODEL,
-                    "--workdir",
-                    str(work / f"mlserver_{port}"),
-                ]
+                t.command = [str(peers.mlserver_python), str(peers.root / "serve_mlserver.py")]
+                t.command += [str(decoder), str(port), "--parallel-workers", "0"]
+                t.command += ["--model-name", V2_MODEL, "--workdir", str(work / f"mlserver_{port}")]
         else:
             raise SystemExit(f"unknown target {key!r}; choose from {', '.join(TARGETS)}")
-        if t.skip is None and peers.load_py is None:
-            t.skip = f"load generator: {peers.reasons['load']}"
-        if pin_note and key in ("latentwire", "latentwire_nobatch", "triton", "mlserver"):
-            t.notes.append(pin_note)
         targets.append(t)
         port += 10
     return targets
 
 
+def wait_ready(port: int, server: subprocess.Popen[bytes], timeout: float) -> str | None:
+    """None once the V2 model answers ready, else why not."""
+    import tritonclient.grpc as tc
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if server.poll() is not None:
+            return f"server exited with code {server.returncode}"
+        try:
+            client = tc.InferenceServerClient(url=f"127.0.0.1:{port}")
+            try:
+                if client.is_server_ready() and client.is_model_ready(V2_MODEL):
+                    return None
+            finally:
+                client.close()
+        except Exception:  # not listening yet
+            pass
+        time.sleep(0.5)
+    return f"not ready after {timeout:.0f} s"
+
+
+def reference(decoder: Path, z: Any) -> Any:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(decoder), providers=["CPUExecutionProvider"])
+    return sess.run(["x_hat"], {"z": z})[0]
+
+
+def run_h2load(
+    t: Target,
+    args: argparse.Namespace,
+    sweep: list[tuple[int, int]],
+    server: subprocess.Popen[bytes],
+    decoder: Path,
+    out: Path,
+) -> tuple[list[dict[str, Any]], str]:
+    points: list[dict[str, Any]] = []
+    bodies: dict[int, tuple[Path, Any, Any]] = {}
+    for c, b in sweep:
+        if b not in bodies:
+            body, z = h2load.request_body(V2_MODEL, b, LATENT_DIM, seed=b)
+            path = out / "work" / f"modelinfer_b{b}.bin"
+            path.write_bytes(body)
+            bodies[b] = (path, z, reference(decoder, z))
+        path, z, expected = bodies[b]
+        p = h2load.run_point(
+            t.port,
+            path,
+            c,
+            b,
+            duration=args.duration,
+            warmup=args.warmup,
+            server_pid=server.pid,
+            log_file=out / "raw" / f"h2load_{t.label}_{c}x{b}.log",
+            reply_floats=b * OUTPUT_DIM,
+        )
+        problem = h2load.check_replies(t.port, V2_MODEL, z, expected)
+        if problem:
+            p["errors"] = max(p.get("errors", 0), 1)
+            p["first_error"] = p.get("first_error") or f"reply check: {problem}"
+        points.append({"label": t.label, "generator": "h2load", **p})
+        log(
+            f"{t.label} h2load {c}x{b}: {p['samples_per_s']:,.0f} samples/s, p99 "
+            f"{p['p99_ms']:.2f} ms, server {p['server_us_per_req'] or 0:.0f} µs/req"
+            + (f", ERRORS: {p.get('first_error')}" if p.get("errors") else "")
+        )
+        if server.poll() is not None:
+            return points, f"server exited with code {server.returncode}"
+    return points, ""
+
+
+def run_python_load(
+    t: Target,
+    args: argparse.Namespace,
+    peers: Peers,
+    server: subprocess.Popen[bytes],
+    out: Path,
+) -> tuple[list[dict[str, Any]], str]:
+    assert peers.load_python is not None and peers.load_py is not None
+    jsonl = out / "raw" / f"load_v2_{t.label}.jsonl"
+    jsonl.unlink(missing_ok=True)
+    cmd = [str(peers.load_python), str(peers.load_py), "--url", f"127.0.0.1:{t.port}"]
+    cmd += ["--model", V2_MODEL, "--input", "z", "--output", "x_hat", "--sweep", args.sweep]
+    cmd += ["--duration", str(args.duration), "--warmup", str(args.warmup), "--json", str(jsonl)]
+    cmd += ["--label", t.label, "--server-pid", str(server.pid)]
+    n_points = len(args.sweep.split(","))
+    budget = n_points * (args.warmup + args.duration + 60) + 60
+    status = ""
+    loadgen = subprocess.Popen(cmd, preexec_fn=child_setup())
+    try:
+        loadgen.wait(timeout=budget)
+        if loadgen.returncode != 0:
+            status = f"load generator exited with code {loadgen.returncode}"
+    except subprocess.TimeoutExpired:
+        status = f"load generator ran past {budget:.0f} s"
+    finally:
+        if loadgen.poll() is None:
+            stop_tree(loadgen, f"{t.label} load generator", grace=5.0)  # type: ignore[arg-type]
+    points = []
+    if jsonl.exists():
+        for line in jsonl.read_text().splitlines():
+            r = json.loads(line)
+            rps = r["req_per_s"] or None
+            points.append(
+                {
+                    "label": t.label,
+                    "generator": "python",
+                    "clients": r["concurrency"],
+                    "batch": r["batch"],
+                    "samples_per_s": r["samples_per_s"],
+                    "req_per_s": r["req_per_s"],
+                    "p50_ms": r["p50_ms"],
+                    "p99_ms": r["p99_ms"],
+                    "max_ms": r["max_ms"],
+                    "requests": r["requests"],
+                    "errors": r["errors"],
+                    "first_error": r.get("first_error"),
+                    "server_us_per_req": r["cpu_server_cores"] / rps * 1e6 if rps else None,
+                    "client_us_per_req": r["cpu_loadgen_cores"] / rps * 1e6 if rps else None,
+                    **{k: v for k, v in r.items() if k.startswith("cpu_")},
+                }
+            )
+    return points, status
+
+
 def run_target(
-    t: Target, args: argparse.Namespace, peers: Peers, out: Path, running: list[Any]
+    t: Target,
+    args: argparse.Namespace,
+    peers: Peers,
+    sweep: list[tuple[int, int]],
+    decoder: Path,
+    out: Path,
+    running: list[Any],
 ) -> dict[str, Any]:
-    """Start the server, run the sweep against it, stop it; returns the target's record."""
+    """Start the server, run every generator's sweep against it, stop it."""
     rec: dict[str, Any] = {
         "label": t.label,
         "title": t.title,
         "kind": "server",
         "command": t.command,
         "port": t.port,
-        "server_cpu": t.server_cpu if t.server_cpu is not None else t.preexec_cpu,
-        "client_cpu": t.client_cpu,
-        "notes": t.notes,
         "points": [],
     }
-    if t.skip:
-        log(f"{t.label}: SKIPPED ({t.skip})")
-        rec.update(status="skipped", reason=t.skip)
+    gens = [g.strip() for g in args.generators.split(",") if g.strip()]
+    skipped = {g: why for g in gens if (why := generator_missing(g, peers))}
+    if t.skip or len(skipped) == len(gens):
+        rec.update(status="skipped", reason=t.skip or "; ".join(skipped.values()))
+        log(f"{t.label}: SKIPPED ({rec['reason']})")
         return rec
-    assert peers.load_python is not None and peers.load_py is not None
-    logs, raw = out / "logs", out / "raw"
-    logs.mkdir(parents=True, exist_ok=True)
-    raw.mkdir(parents=True, exist_ok=True)
-    jsonl = raw / f"{t.label}.jsonl"
-    jsonl.unlink(missing_ok=True)
-    server_log = logs / f"server_{t.label}.log"
+    server_log = out / "logs" / f"server_{t.label}.log"
     rec["server_log"] = str(server_log)
-    log(f"{t.label}: starting server on port {t.port}: {' '.join(t.command)}")
-    cpu0 = _cpu_times()
-    t0 = time.monotonic()
+    log(f"{t.label}: starting on port {t.port}: {' '.join(t.command)}")
+    cpu0, t0 = cpu_times(), time.monotonic()
     with server_log.open("wb") as fh:
         server = subprocess.Popen(
             t.command,
@@ -543,404 +484,55 @@ def run_target(
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # Ctrl-C reaches only us; we stop it in order
-            preexec_fn=_child_setup(t.preexec_cpu),
+            preexec_fn=child_setup(),
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
     running.append((server, t.label))
     rec["server_pid"] = server.pid
-    load_cmd = [
-        str(peers.load_python),
-        str(peers.load_py),
-        "--url",
-        f"127.0.0.1:{t.port}",
-        "--model",
-        V2_MODEL,
-        "--input",
-        "z",
-        "--output",
-        "x_hat",
-        "--sweep",
-        args.sweep,
-        "--duration",
-        str(args.duration),
-        "--warmup",
-        str(args.warmup),
-        "--json",
-        str(jsonl),
-        "--label",
-        t.label,
-        "--server-pid",
-        str(server.pid),
-        "--ready-timeout",
-        str(args.ready_timeout),
-    ]
-    rec["load_command"] = (
-        [] if t.client_cpu is None else ["taskset", "-c", str(t.client_cpu)]
-    ) + load_cmd
-    n_points = len(args.sweep.split(","))
-    budget = args.ready_timeout + n_points * (args.warmup + args.duration + 60) + 30
-    status, reason = "ok", ""
-    loadgen: subprocess.Popen[bytes] | None = None
+    problems = [f"{g}: {why}" for g, why in skipped.items()]
     try:
-        loadgen = subprocess.Popen(load_cmd, preexec_fn=_child_setup(t.client_cpu))
-        running.append((loadgen, f"{t.label} load generator"))
-        deadline = time.monotonic() + budget
-        while loadgen.poll() is None:
-            if server.poll() is not None:
-                status, reason = "failed", f"server exited with code {server.returncode}"
-                break
-            if time.monotonic() > deadline:
-                status, reason = "failed", f"load generator ran past {budget:.0f} s"
-                break
-            time.sleep(0.2)
+        why = wait_ready(t.port, server, args.ready_timeout)
+        if why:
+            problems.append(why)
+        else:
+            for gen in gens:
+                if gen in skipped:
+                    continue
+                if gen == "h2load":
+                    points, problem = run_h2load(t, args, sweep, server, decoder, out)
+                else:
+                    points, problem = run_python_load(t, args, peers, server, out)
+                rec["points"] += points
+                if problem:
+                    problems.append(f"{gen}: {problem}")
     except KeyboardInterrupt as exc:
-        status, reason = "interrupted", str(exc) or "interrupted"
+        rec.update(status="interrupted", reason=str(exc) or "interrupted")
     finally:
-        if loadgen is not None and loadgen.poll() is None:
-            stop_tree(loadgen, f"{t.label} load generator", grace=5.0)
-        elif loadgen is not None and loadgen.returncode != 0 and status == "ok":
-            status, reason = "failed", f"load generator exited with code {loadgen.returncode}"
         log(f"{t.label}: stopping server pid {server.pid}")
-        stop_tree(server, t.label)
+        stop_tree(server, t.label)  # type: ignore[arg-type]
         running[:] = [r for r in running if r[0].poll() is None]
     rec["wall_s"] = round(time.monotonic() - t0, 1)
-    rec["steal_pct"] = steal_pct(cpu0, _cpu_times())
+    rec["steal_pct"] = steal_pct(cpu0, cpu_times())
     rec["server_exit_code"] = server.returncode
-    if jsonl.exists():
-        for line in jsonl.read_text().splitlines():
-            r = json.loads(line)
-            rec["points"].append(
-                {
-                    "label": t.label,
-                    "clients": r["concurrency"],
-                    "batch": r["batch"],
-                    "samples_per_s": r["samples_per_s"],
-                    "req_per_s": r["req_per_s"],
-                    "p50_ms": r["p50_ms"],
-                    "p90_ms": r["p90_ms"],
-                    "p99_ms": r["p99_ms"],
-                    "max_ms": r["max_ms"],
-                    "requests": r["requests"],
-                    "errors": r["errors"],
-                    "first_error": r.get("first_error"),
-                    **{k: v for k, v in r.items() if k.startswith("cpu_")},
-                }
-            )
-    errs = sum(p["errors"] for p in rec["points"])
-    if status == "ok" and len(rec["points"]) < n_points:
-        status, reason = "failed", f"{len(rec['points'])} of {n_points} points measured"
-    if status == "failed":
+    errs = sum(p.get("errors") or 0 for p in rec["points"])
+    if errs:
+        problems.append(f"{errs} failed requests")
+    if "status" not in rec:
+        rec["status"] = "failed" if not rec["points"] else "ok"
+        rec["reason"] = "; ".join(problems)
+    if problems:
         tail = server_log.read_text(errors="replace").splitlines()[-15:]
         rec["server_log_tail"] = tail
-        log(f"{t.label}: FAILED ({reason}); server log tail:\n    " + "\n    ".join(tail))
-    elif errs:
-        reason = f"{errs} failed requests"
-        log(f"{t.label}: {reason}")
-    rec.update(status=status, reason=reason)
+        log(f"{t.label}: {rec['reason']}; server log tail:\n    " + "\n    ".join(tail))
     return rec
 
 
-def run_inproc(args: argparse.Namespace, decoder: Path) -> list[dict[str, Any]]:
-    recs: list[dict[str, Any]] = []
-    for threads in (1, 0):
-        label = f"ort_inproc_t{threads or 'default'}"
-        title = f"in-process ORT, {threads or 'default'} thread{'s' if threads != 1 else ''}"
-        log(f"{label}: batches {','.join(map(str, INPROC_BATCHES))}")
-        cmd = [sys.executable, __file__, "--inproc-child", f"{decoder},{threads}"]
-        cmd += ["--duration", str(args.duration), "--warmup", str(args.warmup)]
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
-        rec: dict[str, Any] = {
-            "label": label,
-            "title": title,
-            "kind": "inproc",
-            "intra_op_threads": threads or "default",
-            "command": cmd,
-            "points": [],
-        }
-        if proc.returncode != 0:
-            rec.update(status="failed", reason=f"exit code {proc.returncode}")
-        else:
-            rec["points"] = [{"label": label, **p} for p in json.loads(proc.stdout)]
-            rec.update(status="ok", reason="")
-        recs.append(rec)
-    return recs
-
-
-# --------------------------------------------------------------------------- reporting
-
-
-def _point(records: list[dict[str, Any]], label: str, c: int, b: int) -> dict[str, Any] | None:
-    for rec in records:
-        if rec["label"] == label:
-            for p in rec["points"]:
-                if p["clients"] == c and p["batch"] == b:
-                    return p  # type: ignore[no-any-return]
-    return None
-
-
-def _where(label: str, c: int, b: int) -> str:
-    return f"{label} batch {b}" if label.startswith("ort_inproc") else f"{label} {c}x{b}"
-
-
-def compute_ratios(records: list[dict[str, Any]], sweep: list[tuple[int, int]]) -> list[Any]:
-    ratios: list[dict[str, Any]] = []
-
-    def ratio(
-        name: str,
-        text: str,
-        num: tuple[str, int, int],
-        den: tuple[str, int, int],
-        key: str = "samples_per_s",
-    ) -> None:
-        a, b = _point(records, *num), _point(records, *den)
-        if a is None or b is None or not a.get(key) or not b.get(key):
-            missing = [_where(*x) for x, p in ((num, a), (den, b)) if not p]
-            ratios.append(
-                {
-                    "name": name,
-                    "value": None,
-                    "text": f"{text}: n/a (missing {', '.join(missing) or 'values'})",
-                }
-            )
-            return
-        v = a[key] / b[key]
-        unit = "samples/s" if key == "samples_per_s" else "ms"
-        fa = f"{a[key]:,.0f}" if unit == "samples/s" else f"{a[key]:.2f}"
-        fb = f"{b[key]:,.0f}" if unit == "samples/s" else f"{b[key]:.2f}"
-        ratios.append(
-            {
-                "name": name,
-                "value": round(v, 3),
-                "metric": key,
-                "numerator": {"label": num[0], "point": f"{num[1]}x{num[2]}", "value": a[key]},
-                "denominator": {"label": den[0], "point": f"{den[1]}x{den[2]}", "value": b[key]},
-                "text": f"{text}: {v:.2f}x ({fa} vs {fb} {unit})",
-            }
-        )
-
-    for c, b in ((64, 1), (64, 64)):
-        ratio(
-            f"latentwire_vs_triton_samples_{c}x{b}",
-            f"latentwire / Triton samples/s at {c}x{b}",
-            ("latentwire", c, b),
-            ("triton_pybackend", c, b),
-        )
-    for c, b in ((64, 1), (64, 64)):
-        ratio(
-            f"latentwire_unpinned_vs_triton_samples_{c}x{b}",
-            f"latentwire unpinned / Triton samples/s at {c}x{b}",
-            ("latentwire_unpinned", c, b),
-            ("triton_pybackend", c, b),
-        )
-    for c, b in sweep:
-        ratio(
-            f"latentwire_vs_triton_p99_{c}x{b}",
-            f"p99 latentwire / Triton at {c}x{b} (lower is better)",
-            ("latentwire", c, b),
-            ("triton_pybackend", c, b),
-            key="p99_ms",
-        )
-    ratio(
-        "batching_on_vs_off_samples_64x1",
-        "latentwire batching on / off samples/s at 64x1",
-        ("latentwire", 64, 1),
-        ("latentwire_nobatch", 64, 1),
-    )
-    ratio(
-        "batching_on_vs_off_p99_64x1",
-        "latentwire batching on / off p99 at 64x1",
-        ("latentwire", 64, 1),
-        ("latentwire_nobatch", 64, 1),
-        key="p99_ms",
-    )
-    b64 = [(c, b) for c, b in sweep if b == 64]
-    best = max(
-        (p for c, b in b64 if (p := _point(records, "latentwire", c, b))),
-        key=lambda p: p["samples_per_s"],
-        default=None,
-    )
-    bc = best["clients"] if best else 64
-    for lbl, thr in (("ort_inproc_t1", "1 thread"), ("ort_inproc_tdefault", "default threads")):
-        ratio(
-            f"latentwire_vs_{lbl}_b64",
-            f"latentwire best batch-64 point ({bc}x64) / in-process ORT batch 64 ({thr})",
-            ("latentwire", bc, 64),
-            (lbl, 1, 64),
-        )
-    return ratios
-
-
-def _fmt_n(v: float | None) -> str:
-    return "—" if v is None else f"{v:,.0f}"
-
-
-def _fmt_ms(v: float | None) -> str:
-    if v is None:
-        return "—"
-    return f"{v:.2f}" if v < 10 else f"{v:.1f}" if v < 100 else f"{v:.0f}"
-
-
-def write_markdown(result: dict[str, Any], path: Path) -> str:
-    m, s = result["machine"], result["settings"]
-    sweep = [tuple(x) for x in s["sweep_points"]]
-    servers = [r for r in result["targets"] if r["kind"] == "server"]
-    inproc = [r for r in result["targets"] if r["kind"] == "inproc"]
-    steal = result.get("steal_pct_run")
-    lines = [
-        f"### Serving benchmark: decoder 64→128→784 (`benchmarks/serve.py`, {m['date'][:10]})",
-        "",
-        f"{m['cpu_model']}, {m['cores']} CPUs, {m['ram_gib']} GiB, Linux {m['kernel']}, "
-        f"Python {m['python']}, ONNX Runtime {m['onnxruntime']}, grpcio {m['grpcio']}; "
-        f"steal {'n/a' if steal is None else f'{steal}%'} over the run. "
-        f"{s['duration']:g} s per point after {s['warmup']:g} s warm-up; closed-loop V2 gRPC "
-        f"load generator (`load_v2.py`, {s['load_mode']} mode, {s['load_procs']} processes). "
-        "Every server runs the same `decoder.onnx`.",
-        "",
-        "samples/s (p50 / p99 ms), clients × samples per request:",
-        "",
-        "| server | " + " | ".join(f"{c} × {b}" for c, b in sweep) + " |",
-        "|---|" + "---:|" * len(sweep),
-    ]
-    for rec in servers:
-        cells = []
-        for c, b in sweep:
-            p = _point([rec], rec["label"], c, b)
-            if p is None:
-                cells.append(rec["status"] if rec["status"] != "ok" else "—")
-            else:
-                err = f", {p['errors']} err" if p["errors"] else ""
-                cells.append(
-                    f"{_fmt_n(p['samples_per_s'])} ({_fmt_ms(p['p50_ms'])} / "
-                    f"{_fmt_ms(p['p99_ms'])}{err})"
-                )
-        lines.append(f"| {rec['title']} | " + " | ".join(cells) + " |")
-    if inproc:
-        lines += [
-            "",
-            "In-process ONNX Runtime on the same graph, no RPC, one caller "
-            "(samples/s, p50 / p99 ms per call):",
-            "",
-            "| ORT intra-op threads | " + " | ".join(f"batch {b}" for b in INPROC_BATCHES) + " |",
-            "|---|" + "---:|" * len(INPROC_BATCHES),
-        ]
-        for rec in inproc:
-            cells = []
-            for b in INPROC_BATCHES:
-                p = _point([rec], rec["label"], 1, b)
-                cells.append(
-                    "—"
-                    if p is None
-                    else f"{_fmt_n(p['samples_per_s'])} "
-                    f"({_fmt_ms(p['p50_ms'])} / {_fmt_ms(p['p99_ms'])})"
-                )
-            lines.append(f"| {rec['intra_op_threads']} | " + " | ".join(cells) + " |")
-    lines += ["", "Ratios:", ""]
-    lines += [f"- {r['text']}" for r in result["ratios"]]
-    lines += [
-        "",
-        "CPU used during each point, in cores (load generator / server / everything else):",
-        "",
-        "| server | pinning | " + " | ".join(f"{c} × {b}" for c, b in sweep) + " |",
-        "|---|---|" + "---:|" * len(sweep),
-    ]
-    for rec in servers:
-        srv = "—" if rec.get("server_cpu") is None else f"CPU {rec['server_cpu']}"
-        cli = "—" if rec.get("client_cpu") is None else f"CPU {rec['client_cpu']}"
-        cells = []
-        for c, b in sweep:
-            p = _point([rec], rec["label"], c, b)
-            cells.append(
-                "—"
-                if p is None or "cpu_loadgen_cores" not in p
-                else f"{p['cpu_loadgen_cores']:.2f} / {p['cpu_server_cores']:.2f} / "
-                f"{p['cpu_other_cores']:.2f}"
-            )
-        lines.append(f"| {rec['title']} | server {srv}, client {cli} | " + " | ".join(cells) + " |")
-    other = [
-        (p["cpu_other_cores"], p["label"], p["clients"], p["batch"])
-        for p in result["points"]
-        if p.get("cpu_other_cores") is not None
-    ]
-    if other and max(other)[0] > 0.1:
-        worst = max(other)
-        lines += [
-            "",
-            f"Foreign load: processes outside the benchmark used up to {worst[0]:.2f} cores "
-            f"({worst[1]} at {worst[2]} × {worst[3]}); those points understate the servers.",
-        ]
-    notes = [r for r in result["targets"] if r["status"] != "ok" or r.get("reason")]
-    if notes:
-        lines += ["", "Not measured or with errors:", ""]
-        lines += [f"- {r['title']}: {r['status']}: {r.get('reason')}" for r in notes]
-    text = "\n".join(lines) + "\n"
-    path.write_text(text)
-    return text
-
-
-def write_plot(result: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    sweep = [tuple(x) for x in result["settings"]["sweep_points"]]
-    servers = [r for r in result["targets"] if r["kind"] == "server" and r["points"]]
-    inproc = {r["label"]: r for r in result["targets"] if r["kind"] == "inproc"}
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(11, 8.5), sharex=True)
-    x = np.arange(len(sweep))
-    width = 0.8 / max(1, len(servers))
-    for i, rec in enumerate(servers):
-        sps, p99 = [], []
-        for c, b in sweep:
-            p = _point([rec], rec["label"], c, b)
-            sps.append(p["samples_per_s"] if p else np.nan)
-            p99.append(p["p99_ms"] if p and p["p99_ms"] is not None else np.nan)
-        off = x - 0.4 + width * (i + 0.5)
-        ax1.bar(off, sps, width, label=rec["title"], color=f"C{i}")
-        ax2.bar(off, p99, width, label=rec["title"], color=f"C{i}")
-    for lbl, style in (("ort_inproc_t1", "--"), ("ort_inproc_tdefault", ":")):
-        rec = inproc.get(lbl)
-        if not rec:
-            continue
-        first = True
-        for j, (_, b) in enumerate(sweep):
-            p = _point([rec], lbl, 1, b)
-            if p:
-                ax1.hlines(
-                    p["samples_per_s"],
-                    j - 0.45,
-                    j + 0.45,
-                    colors="k",
-                    linestyles=style,
-                    label=f"{rec['title']}, same batch" if first else None,
-                )
-                first = False
-    ax1.set_yscale("log")
-    ax1.set_ylabel("samples/s (log)")
-    ax1.set_title("decoder 64→128→784 over KServe V2 gRPC: throughput (higher is better)")
-    ax1.grid(axis="y", which="both", alpha=0.3)
-    ax2.set_yscale("log")
-    ax2.set_ylabel("p99 latency, ms (log)")
-    ax2.set_title("p99 latency per request (lower is better)")
-    ax2.grid(axis="y", which="both", alpha=0.3)
-    ax2.set_xticks(x, [f"{c} client{'s' if c > 1 else ''} × {b}" for c, b in sweep])
-    handles, labels = ax1.get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", bbox_to_anchor=(0.5, 0.02), ncol=4, fontsize=8)
-    m = result["machine"]
-    fig.text(
-        0.01,
-        0.005,
-        f"{m['cpu_model']}, {m['cores']} CPUs, {m['date'][:10]}; "
-        f"{result['settings']['duration']:g} s per point",
-        fontsize=7,
-    )
-    fig.tight_layout(rect=(0, 0.09, 1, 1))
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-# --------------------------------------------------------------------------- main
+def generator_missing(gen: str, peers: Peers) -> str | None:
+    if gen == "h2load":
+        return h2load.available()
+    if gen == "python":
+        return peers.reasons.get("load")
+    raise SystemExit(f"unknown generator {gen!r}; choose from {', '.join(GENERATORS)}")
 
 
 def parse_sweep(text: str) -> list[tuple[int, int]]:
@@ -953,11 +545,15 @@ def parse_sweep(text: str) -> list[tuple[int, int]]:
     return out
 
 
+# --------------------------------------------------------------------------- main
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="benchmarks/serve.py",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
     )
     ap.add_argument(
         "--out",
@@ -970,21 +566,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="peers' harness folder (default: $LATENTWIRE_PEERS or %(default)s)",
     )
     ap.add_argument(
-        "--sweep",
-        default=DEFAULT_SWEEP,
-        help="CLIENTSxBATCH points, comma separated (default: %(default)s)",
+        "--sweep", default=DEFAULT_SWEEP, help="CLIENTSxBATCH points (default: %(default)s)"
     )
     ap.add_argument(
-        "--duration",
-        type=float,
-        default=10.0,
-        help="measured seconds per point (default: %(default)s)",
+        "--duration", type=float, default=10.0, help="measured seconds per point (default: 10)"
     )
     ap.add_argument(
-        "--warmup",
-        type=float,
-        default=2.0,
-        help="warm-up seconds before each point (default: %(default)s)",
+        "--warmup", type=float, default=2.0, help="warm-up seconds per point (default: 2)"
     )
     ap.add_argument(
         "--targets",
@@ -992,29 +580,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="what to measure, in this order (default: all: %(default)s)",
     )
     ap.add_argument(
-        "--server-cpu",
-        type=int,
-        default=1,
-        help="CPU for pinned latentwire servers (--cpu K) (default: %(default)s)",
-    )
-    ap.add_argument(
-        "--client-cpu",
-        type=int,
-        default=0,
-        help="CPU for the pinned load generator (default: %(default)s)",
-    )
-    ap.add_argument(
-        "--pin-peers",
-        action="store_true",
-        help="also pin Triton and MLServer to --server-cpu (default: unpinned)",
+        "--generators",
+        default=",".join(GENERATORS),
+        help="load generators, each over the whole sweep (default: %(default)s)",
     )
     ap.add_argument(
         "--serve-arg",
         action="append",
         default=[],
         metavar="ARG",
-        help="extra argument for every `latentwire serve` (repeat; e.g. "
-        "--serve-arg=--threads --serve-arg=8)",
+        help="extra argument for every `latentwire serve` (repeat; e.g. --serve-arg=--io-threads "
+        "--serve-arg=1)",
     )
     ap.add_argument(
         "--base-port",
@@ -1037,7 +613,7 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.inproc_child:  # internal: one in-process ORT measurement, JSON on stdout
         model, threads = args.inproc_child.rsplit(",", 1)
@@ -1046,13 +622,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         sweep = parse_sweep(args.sweep)
-    except argparse.ArgumentTypeError as exc:
+        for c, _ in sweep:
+            h2load.layout(c)
+    except (argparse.ArgumentTypeError, ValueError) as exc:
         build_parser().error(str(exc))
     args.sweep = ",".join(f"{c}x{b}" for c, b in sweep)
     out = Path(args.out).resolve()
     args.out = str(out)
-    out.mkdir(parents=True, exist_ok=True)
-    work = out / "work"
+    for sub in ("logs", "raw", "work"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
 
     def on_term(signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
@@ -1064,9 +642,9 @@ def main(argv: list[str] | None = None) -> int:
     for what, why in peers.reasons.items():
         log(f"peers ({args.peers}): {what}: {why}")
     machine["venvs"] = {
-        "latentwire": _venv_versions(Path(sys.executable)),
+        "latentwire": venv_versions(Path(sys.executable)),
         **{
-            name: _venv_versions(p)
+            name: venv_versions(p)
             for name, p in (
                 ("load", peers.load_python),
                 ("triton", peers.triton_python),
@@ -1077,21 +655,21 @@ def main(argv: list[str] | None = None) -> int:
     }
     package = build_package(out / "repo", args.rebuild)
     decoder = Path(package["decoder_onnx"])
-    targets = plan_targets(args, peers, decoder, work)
+    targets = plan_targets(args, peers, decoder, out / "work")
     records: list[dict[str, Any]] = []
     running: list[Any] = []
     interrupted = ""
-    cpu_start = _cpu_times()
+    cpu_start = cpu_times()
     try:
         for key in [k.strip() for k in args.targets.split(",") if k.strip()]:
             if key == "inproc":
                 records += run_inproc(args, decoder)
                 continue
             t = next(t for t in targets if t.key == key)
-            records.append(run_target(t, args, peers, out, running))
+            records.append(run_target(t, args, peers, sweep, decoder, out, running))
             if records[-1]["status"] == "interrupted":
                 raise KeyboardInterrupt(records[-1]["reason"])
-            for d in work.glob(f"*_{t.port}"):
+            for d in (out / "work").glob(f"*_{t.port}"):
                 shutil.rmtree(d, ignore_errors=True)  # scratch model repositories
     except KeyboardInterrupt as exc:
         interrupted = str(exc) or "interrupted"
@@ -1109,26 +687,21 @@ def main(argv: list[str] | None = None) -> int:
             "duration": args.duration,
             "warmup": args.warmup,
             "targets": args.targets,
-            "server_cpu": args.server_cpu,
-            "client_cpu": args.client_cpu,
-            "pin_peers": args.pin_peers,
+            "generators": args.generators,
             "serve_args": args.serve_arg,
             "peers": str(peers.root),
             "peers_missing": peers.reasons,
-            "load_generator": str(peers.load_py) if peers.load_py else None,
-            "load_python": str(peers.load_python) if peers.load_python else None,
-            "load_mode": "thread",
-            "load_procs": 2,
+            "h2load_layout": {f"{c}": h2load.layout(c) for c, _ in sweep},
             "v2_model": V2_MODEL,
         },
         "model": package,
-        "steal_pct_run": steal_pct(cpu_start, _cpu_times()),
+        "steal_pct_run": steal_pct(cpu_start, cpu_times()),
         "wall_s": round(time.monotonic() - started, 1),
         "interrupted": interrupted or None,
         "targets": records,
         "points": [p for r in records for p in r["points"]],
     }
-    result["ratios"] = compute_ratios(records, sweep)
+    result["ratios"] = compute_ratios(records)
     (out / "serve.json").write_text(json.dumps(result, indent=1) + "\n")
     md = write_markdown(result, out / "serve.md")
     try:
@@ -1136,10 +709,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # the numbers matter more than the picture
         log(f"plot failed: {exc!r}")
     print("\n" + md, flush=True)
-    log(
-        f"wrote {out / 'serve.json'}, {out / 'serve.md'}, {out / 'serve.png'} "
-        f"in {result['wall_s']:.0f} s"
-    )
+    log(f"wrote serve.json, serve.md, serve.png to {out} in {result['wall_s']:.0f} s")
     return 130 if interrupted else 0
 
 

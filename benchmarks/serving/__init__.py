@@ -1,0 +1,1 @@
+"""Helpers of benchmarks/serve.py (processes, h2load, the report)."""
