@@ -47,6 +47,7 @@ import json
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -527,6 +528,52 @@ def run_target(
     return rec
 
 
+_MEDIAN_KEYS = (
+    "samples_per_s",
+    "req_per_s",
+    "p50_ms",
+    "p99_ms",
+    "max_ms",
+    "server_us_per_req",
+    "client_us_per_req",
+    "cpu_server_cores",
+    "cpu_loadgen_cores",
+    "cpu_other_cores",
+)
+
+
+def merge_runs(recs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One record for a target measured several times: each point the median of its runs
+    (errors and requests added up); every run's samples/s and p99 kept under "runs"."""
+    if len(recs) == 1:
+        return recs[0]
+    merged = {k: v for k, v in recs[0].items() if k not in ("points", "status", "reason")}
+    merged["status"] = "ok" if all(r["status"] == "ok" for r in recs) else recs[-1]["status"]
+    merged["reason"] = "; ".join(sorted({r["reason"] for r in recs if r.get("reason")}))
+    by_key: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for rep, rec in enumerate(recs):
+        for p in rec["points"]:
+            by_key.setdefault((p["generator"], p["clients"], p["batch"]), []).append(
+                {**p, "run": rep}
+            )
+    points = []
+    for ps in by_key.values():
+        point = dict(ps[0])
+        for key in _MEDIAN_KEYS:
+            values = [p[key] for p in ps if p.get(key) is not None]
+            point[key] = statistics.median(values) if values else None
+        point["errors"] = sum(p.get("errors") or 0 for p in ps)
+        point["requests"] = sum(p.get("requests") or 0 for p in ps)
+        point["first_error"] = next((p["first_error"] for p in ps if p.get("first_error")), None)
+        point["runs"] = [
+            {"run": p["run"], "samples_per_s": p["samples_per_s"], "p99_ms": p["p99_ms"]}
+            for p in ps
+        ]
+        points.append(point)
+    merged["points"] = points
+    return merged
+
+
 def generator_missing(gen: str, peers: Peers) -> str | None:
     if gen == "h2load":
         return h2load.available()
@@ -578,6 +625,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--targets",
         default=",".join(TARGETS),
         help="what to measure, in this order (default: all: %(default)s)",
+    )
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="runs of the whole sweep per server, taken in turns; points are the median "
+        "(default: 1)",
     )
     ap.add_argument(
         "--generators",
@@ -657,26 +711,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     decoder = Path(package["decoder_onnx"])
     targets = plan_targets(args, peers, decoder, out / "work")
     records: list[dict[str, Any]] = []
+    runs: dict[str, list[dict[str, Any]]] = {}
     running: list[Any] = []
     interrupted = ""
     cpu_start = cpu_times()
+    keys = [k.strip() for k in args.targets.split(",") if k.strip()]
     try:
-        for key in [k.strip() for k in args.targets.split(",") if k.strip()]:
-            if key == "inproc":
-                records += run_inproc(args, decoder)
-                continue
-            t = next(t for t in targets if t.key == key)
-            records.append(run_target(t, args, peers, sweep, decoder, out, running))
-            if records[-1]["status"] == "interrupted":
-                raise KeyboardInterrupt(records[-1]["reason"])
-            for d in (out / "work").glob(f"*_{t.port}"):
-                shutil.rmtree(d, ignore_errors=True)  # scratch model repositories
+        # repeats go round all targets, so slow drifts of the machine hit every server alike
+        for rep in range(args.repeat):
+            for key in keys:
+                if key == "inproc":
+                    if rep == 0:
+                        records += run_inproc(args, decoder)
+                    continue
+                t = next(t for t in targets if t.key == key)
+                if args.repeat > 1:
+                    log(f"{t.label}: run {rep + 1} of {args.repeat}")
+                rec = run_target(t, args, peers, sweep, decoder, out, running)
+                runs.setdefault(key, []).append(rec)
+                if rec["status"] == "interrupted":
+                    raise KeyboardInterrupt(rec["reason"])
+                for d in (out / "work").glob(f"*_{t.port}"):
+                    shutil.rmtree(d, ignore_errors=True)  # scratch model repositories
     except KeyboardInterrupt as exc:
         interrupted = str(exc) or "interrupted"
         log(f"interrupted ({interrupted}); stopping what runs and writing partial results")
     finally:
         for proc, name in reversed(running):
             stop_tree(proc, name)
+    records += [merge_runs(recs) for recs in runs.values()]
     result: dict[str, Any] = {
         "benchmark": "latentwire serving: decoder 64->128->784 over KServe V2 gRPC",
         "command_line": [sys.executable, *sys.argv],
@@ -688,6 +751,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "warmup": args.warmup,
             "targets": args.targets,
             "generators": args.generators,
+            "repeat": args.repeat,
             "serve_args": args.serve_arg,
             "peers": str(peers.root),
             "peers_missing": peers.reasons,

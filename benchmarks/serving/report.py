@@ -36,14 +36,24 @@ def compute_ratios(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         v = a[key] / b[key]
         fmt = "{:,.0f}" if key == "samples_per_s" else "{:.2f}"
         unit = {"samples_per_s": "samples/s", "p99_ms": "ms p99"}.get(key, key)
+        # repeated runs: the ratio within each run (the two servers measured minutes apart)
+        b_runs = {r["run"]: r.get(key) for r in b.get("runs", [])}
+        paired = [
+            r[key] / b_runs[r["run"]]
+            for r in a.get("runs", [])
+            if r.get(key) and b_runs.get(r["run"])
+        ]
+        spread = f"; per run {min(paired):.2f}-{max(paired):.2f}x" if len(paired) > 1 else ""
         ratios.append(
             {
                 "name": name,
                 "value": round(v, 3),
                 "metric": key,
+                "per_run": [round(x, 3) for x in paired],
                 "numerator": {"label": num[0], "point": f"{num[1]}x{num[2]}", "value": a[key]},
                 "denominator": {"label": den[0], "point": f"{den[1]}x{den[2]}", "value": b[key]},
-                "text": f"{text}: {v:.2f}x ({fmt.format(a[key])} vs {fmt.format(b[key])} {unit})",
+                "text": f"{text}: {v:.2f}x ({fmt.format(a[key])} vs {fmt.format(b[key])} "
+                f"{unit}{spread})",
             }
         )
 
@@ -133,7 +143,12 @@ def write_markdown(result: dict[str, Any], path: Path) -> str:
         f"Python {m['python']}, ONNX Runtime {m['onnxruntime']}, {m.get('h2load') or 'no h2load'}; "
         f"steal {'n/a' if steal is None else f'{steal}%'} over the run. Every server runs the "
         f"same `decoder.onnx`, started as a user would (nothing pinned), one after another; "
-        f"{s['duration']:g} s per point after {s['warmup']:g} s of warm-up.",
+        f"{s['duration']:g} s per point after {s['warmup']:g} s of warm-up"
+        + (
+            f"; each point is the median of {s['repeat']} runs, taken in turns."
+            if s.get("repeat", 1) > 1
+            else "."
+        ),
     ]
     for gen, gtitle in GENERATORS.items():
         if not any(p.get("generator") == gen for r in servers for p in r["points"]):

@@ -70,7 +70,7 @@ class ServeConfig:
     threads: int = 16
     """grpcio handler threads for unary calls (on the native front: the methods it forwards)."""
     max_streams: int = 128
-    """DecodeStreams open at once; each holds a grpcio thread of its own, beside `threads`,
+    """DecodeStreams open at once. Each holds a thread for its life, from a pool of its own,
     so open streams never starve unary calls or health checks. More are refused."""
     io_threads: int = 2
     """native front: tokio threads doing HTTP/2 outside the GIL."""
@@ -143,6 +143,9 @@ class Server:
             on_change=self._models_changed,
         )
         self.metrics.models_loaded.set_function(lambda: len(self.registry.versions()))
+        self._codec = CodecService(self.registry)
+        self._v2 = V2Service(self.registry, self.readiness)
+        self._rpc = Rpc(self.metrics, self.readiness, cfg.max_send_bytes, cfg.max_streams)
         self.health = health.HealthServicer(experimental_non_blocking=True)
         self._health_status: dict[str, int] = {}
         """what `health` answers, readable without its lock (the native front's Check)"""
@@ -157,11 +160,6 @@ class Server:
         self._done = threading.Event()
 
     # -- building ------------------------------------------------------------------------
-    def _services(self) -> tuple[CodecService, V2Service, Rpc]:
-        cfg = self.config
-        rpc = Rpc(self.metrics, self.readiness, cfg.max_send_bytes, cfg.max_streams)
-        return CodecService(self.registry), V2Service(self.registry, self.readiness), rpc
-
     def _build_grpcio(self, address: str, *, tls: bool) -> tuple[grpc.Server, int]:
         """The grpcio server: every method, on `address` (the port, or behind the native
         front a Unix socket)."""
@@ -175,10 +173,8 @@ class Server:
                 )
             )
         server = grpc.server(
-            # streams hold a thread each for their whole life; unary calls keep `threads`
-            ThreadPoolExecutor(
-                max_workers=cfg.threads + cfg.max_streams, thread_name_prefix="latentwire-rpc"
-            ),
+            # unary calls; streams run on a pool of their own (Rpc.stream)
+            ThreadPoolExecutor(max_workers=cfg.threads, thread_name_prefix="latentwire-rpc"),
             interceptors=interceptors,
             options=[
                 ("grpc.max_receive_message_length", cfg.max_receive_bytes),
@@ -186,8 +182,8 @@ class Server:
                 ("grpc.so_reuseport", 0),
             ],
         )
-        codec, v2, rpc = self._services()
-        server.add_generic_rpc_handlers((codec.handler(rpc), v2.handler(rpc)))
+        rpc = self._rpc
+        server.add_generic_rpc_handlers((self._codec.handler(rpc), self._v2.handler(rpc)))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable(server, [CODEC_SERVICE, HEALTH_SERVICE])
         creds = self._tls_credentials() if tls else None
@@ -228,10 +224,9 @@ class Server:
         self._socket_dir = tempfile.mkdtemp(prefix="latentwire-")
         socket = os.path.join(self._socket_dir, "grpcio.sock")
         self._server, _ = self._build_grpcio(f"unix:{socket}", tls=False)
-        codec, v2, _ = self._services()
         self._native = NativeFront(
             address,
-            [*codec.hot_methods(), *v2.hot_methods()],
+            [*self._codec.hot_methods(), *self._v2.hot_methods()],
             fallback=socket,
             policy=cfg.policy,
             metrics=self.metrics,
@@ -327,6 +322,7 @@ class Server:
             self._health_status[name] = health_pb2.HealthCheckResponse.NOT_SERVING
         self.registry.stop()
         self._close_ports(grace)
+        self._rpc.close()
         self.metrics.close()
         log.info("stopped")
         self._done.set()

@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NoReturn
 
 import grpc
@@ -101,6 +102,13 @@ class Rpc:
         self.max_streams = max_streams
         self._streams = 0
         self._streams_lock = threading.Lock()
+        self._stream_pool = ThreadPoolExecutor(
+            max_workers=max_streams + 4, thread_name_prefix="latentwire-stream"
+        )
+
+    def close(self) -> None:
+        """Let the stream threads go (the server has ended its streams by now)."""
+        self._stream_pool.shutdown(wait=False)
 
     def _open_stream(self, method: str) -> None:
         with self._streams_lock:
@@ -197,6 +205,9 @@ class Rpc:
             requests.labels(method, "OK").inc()
             latency.observe(time.perf_counter() - t0)
 
+        # grpcio runs a handler on `experimental_thread_pool` when it has one: streams get
+        # their own threads (a few spare, so one over the limit is refused, not queued)
+        handle.experimental_thread_pool = self._stream_pool  # type: ignore[attr-defined]
         return grpc.stream_stream_rpc_method_handler(handle)
 
 
