@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .procs import TICK_S, child_setup, tree_cpu_ticks
+from .procs import TICK_S, orphan_safe, tree_cpu_ticks
 
 PATH = "/inference.GRPCInferenceService/ModelInfer"
 
@@ -97,7 +97,7 @@ def run_point(
     cmd += ["--log-file", str(log_file), f"http://127.0.0.1:{port}{PATH}"]
     started = time.time()
     proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=child_setup()
+        orphan_safe(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     try:
         # CPU of server and h2load over a window inside the measured phase, both alive

@@ -7,11 +7,11 @@ import contextlib
 import datetime as dt
 import os
 import platform
+import shutil
 import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -83,16 +83,13 @@ def stop_tree(proc: subprocess.Popen[bytes], name: str, grace: float = STOP_GRAC
                 os.kill(p, signal.SIGKILL)
 
 
-def child_setup() -> Callable[[], None]:
-    """preexec_fn: ask for SIGTERM when this script dies."""
-
-    def setup() -> None:
-        with contextlib.suppress(Exception):
-            import ctypes
-
-            ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-    return setup
+def orphan_safe(cmd: list[str]) -> list[str]:
+    """`cmd` run so that it gets SIGTERM if this script dies (setpriv --pdeathsig; setpriv
+    execs, so the PID is the command's). Not a preexec_fn: forking a threaded Python
+    process and running Python in the child can deadlock."""
+    if shutil.which("setpriv") is None:
+        return cmd
+    return ["setpriv", "--pdeathsig", "TERM", "--", *cmd]
 
 
 def free_port_block(start: int, width: int = 3) -> int:

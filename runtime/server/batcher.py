@@ -1,4 +1,5 @@
-"""Dynamic batching without a batching thread.
+"""Dynamic batching without a batching thread, for the grpcio front (the native front
+batches per drain round instead, native.py, through `prepare` and `run_split`).
 
 Requests for one graph are coalesced by the handler threads themselves (leader/follower):
 the first request to arrive when the graph is idle becomes the *leader*; it takes every

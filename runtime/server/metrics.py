@@ -8,6 +8,11 @@
     latentwire_bytes_received_total{method} / _sent_total   message payload bytes
     latentwire_models_loaded                                loaded model versions
 
+Both fronts count the same way. One difference in what the native front can know: with
+neither a token nor a batching window configured it does not ask for call details (they cost
+~5 µs a call), so a call that expires while queued in its Rust layer is counted CANCELLED
+rather than DEADLINE_EXCEEDED.
+
 Each metrics object owns its own CollectorRegistry, so several servers can live in one
 process (the tests do this) without clashing in prometheus_client's global registry.
 """

@@ -120,18 +120,22 @@ def decode_response(
 ) -> bytes:
     """DecodeResponse whose reconstruction Tensor holds `x` (dtype name, shape, raw data)."""
     raw = _raw(x)
-    head = _string(_TENSOR_DTYPE, x.dtype.name) + _packed(_TENSOR_SHAPE, x.shape)
-    data = _key(_TENSOR_DATA) + varint(len(raw))
-    return b"".join(
-        (
-            _string(_DECODE_ID, request_id),
-            _string(_DECODE_MODEL, model_name),
-            _string(_DECODE_VERSION, version),
-            _string(_DECODE_FP, fingerprint),
-            _key(_DECODE_RECON),
-            varint(len(head) + len(data) + len(raw)),
-            head,
-            data,
-            raw,
+
+    def build() -> bytes:
+        head = _string(_TENSOR_DTYPE, x.dtype.name) + _packed(_TENSOR_SHAPE, x.shape)
+        data = _key(_TENSOR_DATA) + varint(len(raw))
+        return b"".join(
+            (
+                _string(_DECODE_ID, request_id),
+                _string(_DECODE_MODEL, model_name),
+                _string(_DECODE_VERSION, version),
+                _string(_DECODE_FP, fingerprint),
+                _key(_DECODE_RECON),
+                varint(len(head) + len(data) + len(raw)),
+                head,
+                data,
+            )
         )
-    )
+
+    key = ("decode", request_id, model_name, version, fingerprint, x.dtype.name, x.shape)
+    return b"".join((_head(key, build), raw))
