@@ -673,6 +673,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="re-export the model package even if OUT/repo has one",
     )
+    ap.add_argument(
+        "--render",
+        action="store_true",
+        help="measure nothing: rewrite serve.md and serve.png from OUT/serve.json",
+    )
     ap.add_argument("--inproc-child", help=argparse.SUPPRESS)
     return ap
 
@@ -683,6 +688,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         model, threads = args.inproc_child.rsplit(",", 1)
         pts = inproc_measure(model, int(threads), INPROC_BATCHES, args.duration, args.warmup)
         print(json.dumps(pts))
+        return 0
+    if args.render:
+        out = Path(args.out)
+        result = json.loads((out / "serve.json").read_text())
+        print(write_markdown(result, out / "serve.md"))
+        write_plot(result, out / "serve.png")
         return 0
     try:
         sweep = parse_sweep(args.sweep)

@@ -259,7 +259,8 @@ def write_plot(result: dict[str, Any], path: Path) -> None:
         ax2.set_title("p99 latency per request (lower is better)", fontsize=10)
         for ax in (ax1, ax2):
             ax.grid(axis="y", which="both", alpha=0.3)
-        ax2.set_xticks(x, [f"{c}×{b}" for c, b in sweep])
+        for ax in (ax1, ax2):
+            ax.set_xticks(x, [f"{c}×{b}" for c, b in sweep])
         ax2.set_xlabel("clients × samples per request")
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", bbox_to_anchor=(0.5, 0.01), ncol=5, fontsize=8)
