@@ -6,7 +6,7 @@ import contextlib
 import functools
 import importlib.util
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -224,3 +224,33 @@ def rpc_fails(call: Any, code: Any, *words: str, kind: str | None = None) -> str
     if kind is not None:
         assert error_class(err) == kind
     return details
+
+
+def concurrently(port: int, calls: Sequence[Callable[..., Any]]) -> list[Any]:
+    """Run each `call(CodecStub)` at the same moment, each on a channel of its own; returns
+    the answers (or the grpc.RpcError) in order."""
+    import threading
+
+    import grpc
+
+    from latentwire.runtime._proto.v1 import codec_pb2_grpc
+
+    barrier = threading.Barrier(len(calls))
+    out: list[Any] = [None] * len(calls)
+
+    def work(i: int) -> None:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+            stub = codec_pb2_grpc.CodecStub(ch)
+            grpc.channel_ready_future(ch).result(timeout=10)
+            barrier.wait(timeout=10)
+            try:
+                out[i] = calls[i](stub)
+            except grpc.RpcError as exc:
+                out[i] = exc
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    return out

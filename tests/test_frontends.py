@@ -26,7 +26,7 @@ from latentwire.runtime.errors import Unavailable
 from latentwire.runtime.server.app import ServeConfig, Server, choose_frontend
 from latentwire.runtime.server.batcher import BatchPolicy
 
-from .conftest import error_class, require_native, rpc_fails
+from .conftest import concurrently, error_class, require_native, rpc_fails
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -133,29 +133,6 @@ def test_an_empty_repository_is_not_serving_until_a_package_appears(
 
 
 # -- batching ------------------------------------------------------------------------------
-def _together(port: int, calls: list[Any]) -> list[Any]:
-    """Run `call(stub)` for each call at the same moment, each on its own channel."""
-    barrier = threading.Barrier(len(calls))
-    out: list[Any] = [None] * len(calls)
-
-    def work(i: int) -> None:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
-            stub = codec_pb2_grpc.CodecStub(ch)
-            grpc.channel_ready_future(ch).result(timeout=10)
-            barrier.wait(timeout=10)
-            try:
-                out[i] = calls[i](stub)
-            except grpc.RpcError as exc:
-                out[i] = exc
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(calls))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=30)
-    return out
-
-
 def test_a_bad_request_in_a_batch_fails_alone(repo: Path, local: Model, serve: Any) -> None:
     """Eight requests share a batch (50 ms batching window); the one holding a NaN gets
     INVALID_ARGUMENT naming the index in its own array, the seven others their answers."""
@@ -167,7 +144,7 @@ def test_a_bad_request_in_a_batch_fails_alone(repo: Path, local: Model, serve: A
             (lambda stub, z=z: stub.Decode(codec_pb2.DecodeRequest(codes=local.to_codes(z))))
             for z in zs
         ]
-        outcomes = _together(srv.port, calls)
+        outcomes = concurrently(srv.port, calls)
         get = srv.metrics.registry.get_sample_value
         labels = {"model": "digits", "version": "1", "role": "decoder"}
         batches = get("latentwire_batch_samples_count", labels)
@@ -204,7 +181,7 @@ def test_images_of_different_sizes_in_one_batching_window(
             )
             for x in images
         ]
-        outcomes = _together(srv.port, calls)
+        outcomes = concurrently(srv.port, calls)
     for x, outcome in zip(images, outcomes, strict=True):
         assert isinstance(outcome, codec_pb2.EncodeResponse), outcome
         np.testing.assert_array_equal(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import subprocess
 import sys
-import threading
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +25,8 @@ from latentwire.runtime._proto.v1 import codec_pb2, codec_pb2_grpc
 from latentwire.runtime.codes import array_to_tensor, tensor_to_array
 from latentwire.runtime.server.app import ServeConfig, Server
 from latentwire.runtime.server.batcher import BatchPolicy
+
+from .conftest import concurrently
 
 NAME = "digits"  # the served name is the repository folder (the manifest says "digits-test")
 
@@ -455,26 +456,9 @@ def _batch_counts(srv: Any) -> tuple[float, float, float]:
 
 
 def _concurrent_decodes(port: int, local: Model, n: int) -> list[tuple[np.ndarray, Any]]:
-    barrier = threading.Barrier(n)
-    results: list[Any] = [None] * n
     zs = [_z(1, seed=100 + i) for i in range(n)]
-
-    def work(i: int) -> None:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
-            stub = codec_pb2_grpc.CodecStub(ch)
-            grpc.channel_ready_future(ch).result(timeout=10)
-            barrier.wait(timeout=10)
-            try:
-                results[i] = _decode(stub, local, zs[i])
-            except grpc.RpcError as exc:
-                results[i] = exc
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=30)
-    return list(zip(zs, results, strict=True))
+    calls = [(lambda stub, z=z: _decode(stub, local, z)) for z in zs]
+    return list(zip(zs, concurrently(port, calls), strict=True))
 
 
 def test_batching_coalesces_concurrent_requests(repo: Path, local: Model, serve: Any) -> None:

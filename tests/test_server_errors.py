@@ -5,7 +5,6 @@ good request correctly."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +20,7 @@ from latentwire.runtime._proto.v1 import codec_pb2, codec_pb2_grpc
 from latentwire.runtime.codes import tensor_to_array
 from latentwire.runtime.server.batcher import BatchPolicy
 
-from .conftest import error_class, rpc_fails, running_server
+from .conftest import concurrently, error_class, rpc_fails, running_server
 
 NAME = "digits"
 CERTS = Path(__file__).parent / "certs"
@@ -346,25 +345,11 @@ def test_queue_full(repo: Path, local: Model, serve: Any) -> None:
     n = 8
     policy = BatchPolicy(max_delay=0.3, max_queue=2)
     with serve(repo, policy=policy) as srv:
-        barrier = threading.Barrier(n)
-        outcomes: list[Any] = [None] * n
         zs = [_z(1, seed=i) for i in range(n)]
-
-        def work(i: int) -> None:
-            with grpc.insecure_channel(f"127.0.0.1:{srv.port}") as ch:
-                stub = codec_pb2_grpc.CodecStub(ch)
-                grpc.channel_ready_future(ch).result(timeout=10)
-                barrier.wait(timeout=10)
-                try:
-                    outcomes[i] = stub.Decode(_request(local.to_codes(zs[i])), timeout=10)
-                except grpc.RpcError as exc:
-                    outcomes[i] = exc
-
-        threads = [threading.Thread(target=work, args=(i,)) for i in range(n)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=30)
+        calls = [
+            (lambda stub, z=z: stub.Decode(_request(local.to_codes(z)), timeout=10)) for z in zs
+        ]
+        outcomes = concurrently(srv.port, calls)
         refused = [o for o in outcomes if isinstance(o, grpc.RpcError)]
         answered = [
             (z, o) for z, o in zip(zs, outcomes, strict=True) if not isinstance(o, grpc.RpcError)

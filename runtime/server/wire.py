@@ -32,14 +32,7 @@ _SMALL = [_varint(n) for n in range(1 << 14)]  # one and two bytes: tags, names,
 def varint(n: int) -> bytes:
     """Protobuf base-128 varint of a non-negative int (int64 fields: negatives are not
     used here, shapes and lengths never are)."""
-    if n < 1 << 14:
-        return _SMALL[n]
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
+    return _SMALL[n] if n < 1 << 14 else _varint(n)
 
 
 def _key(field: int) -> bytes:
