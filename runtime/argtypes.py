@@ -28,3 +28,8 @@ def positive(kind: type) -> Callable[[str], Any]:
 def non_negative(kind: type) -> Callable[[str], Any]:
     """argparse type: a number of `kind` that is >= 0."""
     return _bounded(kind, lambda v: v >= 0, ">= 0")
+
+
+def port(text: str) -> int:
+    """argparse type: a TCP port, 0..65535 (0 = any free port)."""
+    return int(_bounded(int, lambda v: 0 <= v <= 65535, "a port in 0..65535 (0 = any free port)")(text))

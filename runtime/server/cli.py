@@ -11,7 +11,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from ..argtypes import non_negative, positive
+from ..argtypes import non_negative, port, positive
 from ..errors import LatentwireError
 from .app import MiB, ServeConfig, Server, pin_to_cpu
 from .batcher import BatchPolicy
@@ -40,9 +40,9 @@ def add_command(sub: Any) -> None:
     )
     p.add_argument("--models", required=True, metavar="DIR", type=Path, help="model repository")
     p.add_argument("--host", default="[::]", help="address to bind (default: all interfaces)")
-    p.add_argument("--port", type=int, default=8001, help="gRPC port, 0 = any free (default: 8001)")
+    p.add_argument("--port", type=port, default=8001, help="gRPC port, 0 = any free (default: 8001)")
     p.add_argument(
-        "--metrics-port", type=int, metavar="P", help="serve Prometheus /metrics on this port"
+        "--metrics-port", type=port, metavar="P", help="serve Prometheus /metrics on this port"
     )
     b = p.add_argument_group("batching")
     b.add_argument(
@@ -109,13 +109,13 @@ def add_command(sub: Any) -> None:
     )
     r.add_argument(
         "--ort-threads",
-        type=int,
+        type=non_negative(int),
         default=1,
         metavar="N",
         help="ONNX Runtime intra-op threads per call; concurrency comes from handler threads "
         "(default: 1)",
     )
-    r.add_argument("--cpu", type=int, metavar="K", help="pin the server process to CPU K (Linux)")
+    r.add_argument("--cpu", type=non_negative(int), metavar="K", help="pin the server process to CPU K (Linux)")
     r.add_argument(
         "--max-receive-mb",
         type=positive(float),
