@@ -1,5 +1,6 @@
-"""Running the decoding server: hot reload of versions, broken packages, SIGTERM draining,
-large requests beside small ones, lifecycle, and the `latentwire serve` command line."""
+"""Running the decoding server: hot reload of versions, broken packages (at startup and
+dropped in under load), a server that loaded nothing, SIGTERM draining, large requests
+beside small ones, lifecycle, and the `latentwire serve` command line."""
 
 from __future__ import annotations
 
@@ -118,6 +119,7 @@ def test_new_version_loads_while_serving(
     serve: Any,
 ) -> None:
     import tritonclient.grpc as tc
+    from tritonclient.utils import InferenceServerException
 
     with (
         serve(root, poll_seconds=0.2) as srv,
@@ -149,7 +151,14 @@ def test_new_version_loads_while_serving(
         try:
             inp = tc.InferInput("z", [3, 8], "FP32")
             inp.set_data_from_numpy(z)
-            latest = client.infer("digits.decoder", [inp])  # empty version: the latest
+            # no version and no fingerprint: two encoders' versions loaded, so the server
+            # cannot know whose codes these are and refuses (tests/test_v2_versions.py)
+            with pytest.raises(InferenceServerException) as refused:
+                client.infer("digits.decoder", [inp])
+            assert refused.value.status() == "StatusCode.FAILED_PRECONDITION"
+            latest = client.infer(
+                "digits.decoder", [inp], parameters={"fingerprint": other_local.fingerprint}
+            )
             assert latest.get_response().model_version == "2"
             np.testing.assert_allclose(latest.as_numpy("x_hat"), other_local.decode(z), atol=1e-6)
             pinned = client.infer("digits.decoder", [inp], model_version="1")
@@ -255,6 +264,181 @@ def test_version_copied_in_file_by_file_loads_once_complete(
                 shutil.copy(f, target)
         _wait_for("version 2 to load once complete", lambda: "2" in _versions(stub), 5.0)
         assert _decode(stub, other_local, _z(2)).model_version == "2"
+
+
+def _break(pkg: Path) -> None:
+    """Damage a package the way an interrupted copy does: decoder.onnx cut in half."""
+    graph = pkg / "decoder.onnx"
+    data = graph.read_bytes()
+    graph.write_bytes(data[: len(data) // 2])
+
+
+def _load_failures(srv: Any) -> dict[tuple[str, str], float]:
+    """latentwire_model_load_failures_total by (model, version), from /metrics' text."""
+    out: dict[tuple[str, str], float] = {}
+    for line in srv.metrics.exposition().decode().splitlines():
+        if line.startswith("latentwire_model_load_failures_total{"):
+            labels, value = line[line.index("{") + 1 :].split("} ")
+            pairs = dict(kv.split("=") for kv in labels.split(","))
+            out[(pairs["model"].strip('"'), pairs["version"].strip('"'))] = float(value)
+    return out
+
+
+def test_corrupt_version_under_load_keeps_the_old_one_serving(
+    root: Path,
+    digits_pkg: Path,
+    local: Model,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    serve: Any,
+) -> None:
+    """Three clients decode with version 1 while a damaged version 2 and a version 3 whose
+    warm-up fails in ONNX Runtime are dropped in: every request succeeds, version 1 stays
+    the latest, each failure is logged once (version and reason) and counted in
+    latentwire_model_load_failures_total."""
+    from latentwire.runtime.server import registry as registry_mod
+
+    caplog.set_level(logging.INFO, logger="latentwire.server")
+    real_warm_up = registry_mod._warm_up
+
+    def warm_up(v: Any, max_batch: int) -> None:
+        if v.version == "3":  # not a LatentwireError: what an ORT failure at run time is
+            raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Non-zero status")
+        real_warm_up(v, max_batch)
+
+    monkeypatch.setattr(registry_mod, "_warm_up", warm_up)
+    staging = root.parent / "staging"
+    shutil.copytree(digits_pkg, staging)
+    _break(staging)
+
+    def logged(version: str) -> list[str]:
+        return [
+            r.getMessage()
+            for r in caplog.records
+            if r.getMessage().startswith(f"cannot load {NAME}/{version}:")
+        ]
+
+    with (
+        serve(root, poll_seconds=0.1) as srv,
+        grpc.insecure_channel(f"127.0.0.1:{srv.port}") as ch,
+    ):
+        stub = codec_pb2_grpc.CodecStub(ch)
+        assert _load_failures(srv) == {}
+        hammers = [_Hammer(srv.port, local, "1") for _ in range(3)]
+        for h in hammers:
+            h.__enter__()
+        try:
+            _wait_for("a few decodes", lambda: all(h.calls >= 5 for h in hammers))
+            _drop_in(staging, root, "2")
+            _wait_for("the failure of digits/2", lambda: bool(logged("2")))
+            _drop_in(digits_pkg, root, "3")
+            _wait_for("the failure of digits/3", lambda: bool(logged("3")))
+            before = [h.calls for h in hammers]
+            time.sleep(0.5)  # more polls, more requests
+            assert all(h.calls > b for h, b in zip(hammers, before, strict=True))
+        finally:
+            for h in hammers:
+                h.__exit__()
+        for h in hammers:
+            assert h.failures == [], h.failures[:5]
+        assert _versions(stub) == {"1": True}
+        (two,) = logged("2")  # once: an unchanged failed version is not retried every poll
+        assert "decoder.onnx has sha256" in two and "changed after export" in two, two
+        assert two.endswith(f"({NAME}/1 keeps serving)"), two
+        (three,) = logged("3")
+        assert "RuntimeError: [ONNXRuntimeError]" in three, three
+        assert _load_failures(srv) == {(NAME, "2"): 1.0, (NAME, "3"): 1.0}
+        assert srv.registry.failures().keys() == {(NAME, "2"), (NAME, "3")}
+        z = _z(3)
+        response = _decode(stub, local, z)
+        assert response.model_version == "1"
+        np.testing.assert_allclose(
+            tensor_to_array(response.reconstruction), local.decode(z), atol=1e-6
+        )
+        # a fixed version 2 (its files changed) is tried again and loads
+        monkeypatch.setattr(registry_mod, "_warm_up", real_warm_up)
+        shutil.copy(digits_pkg / "decoder.onnx", root / NAME / "2" / "decoder.onnx")
+        _wait_for("the repaired version 2", lambda: "2" in _versions(stub))
+        assert (NAME, "2") not in srv.registry.failures()
+        assert _load_failures(srv)[(NAME, "2")] == 1.0
+
+
+def test_a_server_that_loaded_nothing_says_why_and_waits_not_serving(
+    tmp_path: Path,
+    digits_pkg: Path,
+    local: Model,
+    caplog: pytest.LogCaptureFixture,
+    serve: Any,
+) -> None:
+    """Every package broken: each failure is named with its reason, the summary says 0 of
+    N (not "no model packages yet"), health is NOT_SERVING, and a good version dropped in
+    later is served."""
+    caplog.set_level(logging.INFO, logger="latentwire.server")
+    root = tmp_path / "repo"
+    shutil.copytree(digits_pkg, root / NAME / "1")
+    (root / NAME / "1" / "decoder.onnx").unlink()
+    shutil.copytree(digits_pkg, root / NAME / "2")
+    _break(root / NAME / "2")
+    with serve(root, poll_seconds=0.2) as srv:
+        lines = [r.getMessage() for r in caplog.records]
+        (one,) = [ln for ln in lines if ln.startswith(f"cannot load {NAME}/1:")]
+        assert "decoder.onnx" in one and "No such file or directory" in one, one
+        (two,) = [ln for ln in lines if ln.startswith(f"cannot load {NAME}/2:")]
+        assert "decoder.onnx has sha256" in two, two
+        (summary,) = [ln for ln in lines if "model version(s) under" in ln]
+        assert summary.startswith("loaded 0 of 2 model version(s) under "), summary
+        assert f"not loaded: {NAME}/1, {NAME}/2" in summary and "NOT_SERVING" in summary
+        assert not any("no model packages" in ln for ln in lines), lines
+        assert [r.levelname for r in caplog.records if r.getMessage() == summary] == ["ERROR"]
+        assert _health(srv.port) == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert _load_failures(srv) == {(NAME, "1"): 1.0, (NAME, "2"): 1.0}
+        _drop_in(digits_pkg, root, "3")
+        _wait_for(
+            "SERVING once version 3 loads",
+            lambda: _health(srv.port) == health_pb2.HealthCheckResponse.SERVING,
+        )
+        with grpc.insecure_channel(f"127.0.0.1:{srv.port}") as ch:
+            assert _decode(codec_pb2_grpc.CodecStub(ch), local, _z(2)).model_version == "3"
+
+
+def test_require_model_exits_1_when_nothing_loads(tmp_path: Path, digits_pkg: Path) -> None:
+    """`latentwire serve --require-model` over broken packages: exit status 1 with one error
+    line naming each version and why, no traceback, and the port is free again."""
+    root = tmp_path / "repo"
+    shutil.copytree(digits_pkg, root / NAME / "1")
+    (root / NAME / "1" / "decoder.onnx").unlink()
+    port = _free_port()
+    cmd = [sys.executable, "-m", "latentwire.runtime.cli", "serve", "--models", str(root)]
+    cmd += ["--host", "127.0.0.1", "--port", str(port), "--providers", "cpu", "--require-model"]
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("latentwire: error:")]
+    assert len(errors) == 1, proc.stderr
+    assert errors[0].startswith("latentwire: error: --require-model: 0 of 1 model version(s)")
+    assert f"{NAME}/1: cannot read" in errors[0] and "decoder.onnx" in errors[0], errors[0]
+    assert "No such file or directory" in errors[0], errors[0]
+    assert "no model packages" not in proc.stderr and "NOT_SERVING" not in proc.stderr
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", port)) != 0, "the gRPC port is still open"
+    assert not list(tmp_path.glob("latentwire-*")), "the native front's socket folder is left"
+
+
+def test_require_model_refuses_an_empty_repository_and_a_missing_provider(
+    tmp_path: Path, digits_pkg: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    argv = ["--host", "127.0.0.1", "--port", "0", "--require-model", "--poll-seconds", "0"]
+    line = _serve_error(["--models", str(empty), *argv], capsys)
+    assert "--require-model: no model packages under" in line and str(empty) in line, line
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        return  # the provider loads here: nothing to refuse
+    line = _serve_error(["--models", str(digits_pkg), "--providers", "cuda", *argv], capsys)
+    assert "0 of 1 model version(s)" in line and "CUDA was asked for" in line, line
 
 
 # -- large requests beside small ones ------------------------------------------------------

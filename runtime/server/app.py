@@ -13,9 +13,11 @@ Two fronts serve that port (`--frontend`, measured in benchmarks/serve.py):
 Both run the same handlers (codec.py, v2.py), errors, token check, limits and metrics.
 
 Lifecycle: `start()` binds the port with health NOT_SERVING, loads and warms up every
-package, then reports SERVING while at least one model version is loaded. `stop()` reports
-NOT_SERVING, refuses new calls, lets calls in flight finish (up to `grace` seconds) and
-stops the repository watcher.
+package, then reports SERVING while at least one model version is loaded. Packages that fail
+to load are named with their reason, one line each, and counted; with none loaded the server
+stays up NOT_SERVING and picks versions up as they appear (or, with `require_model`, stops
+and raises). `stop()` reports NOT_SERVING, refuses new calls, lets calls in flight finish
+(up to `grace` seconds) and stops the repository watcher.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from .. import _ort
-from ..errors import Unavailable
+from ..errors import ModelNotFound, PackageError, Unavailable
 from . import reflection
 from .auth import HEALTH_SERVICE, BearerToken, TokenAuth
 from .batcher import BatchPolicy
@@ -88,6 +90,9 @@ class ServeConfig:
     token: str | None = None
     """Bearer token required on every call except health checks."""
     warmup: bool = True
+    require_model: bool = False
+    """Refuse to start (stop and raise) when no model version loads at startup, instead of
+    staying up NOT_SERVING until one appears."""
 
 
 def native_available() -> bool:
@@ -141,6 +146,7 @@ class Server:
             observer=self.metrics.observer,
             warmup=cfg.warmup,
             on_change=self._models_changed,
+            on_failure=self.metrics.load_failed,
         )
         self.metrics.models_loaded.set_function(lambda: len(self.registry.versions()))
         self._codec = CodecService(self.registry)
@@ -285,29 +291,65 @@ class Server:
                 raise
         log.info("listening on %s:%d (%s front: %s)", cfg.host, self.port, self.frontend, why)
         if load:
-            self.load()
+            try:
+                self.load()
+            except Exception:
+                self.stop(grace=0)  # nothing was served: free the ports and go
+                raise
         return int(self.port or 0)
 
     def load(self) -> None:
         """Load and warm up every package, then report SERVING if at least one loaded (and
-        as soon as one does); start watching the repository."""
+        as soon as one does); start watching the repository. Says which versions failed to
+        load and why; with `require_model` and none loaded, raises instead."""
         self.registry.scan()
         loaded = self.registry.versions()
+        failed = self.registry.failures()
+        root = self.registry.root
+        if not loaded and self.config.require_model:
+            if failed:
+                why = "; ".join(f"{n}/{v}: {reason}" for (n, v), reason in failed.items())
+                raise PackageError(
+                    f"--require-model: 0 of {len(failed)} model version(s) under {root} "
+                    f"loaded ({why})"
+                )
+            raise ModelNotFound(
+                f"--require-model: no model packages under {root} (expected "
+                "DIR/<name>/<version>/manifest.json)"
+            )
         self.readiness.ready = True
         self._set_health(bool(loaded))
         if self.config.poll_seconds > 0:
             self.registry.watch(self.config.poll_seconds)
-        if loaded:
-            log.info(
-                "serving %d model version(s): %s",
-                len(loaded),
-                ", ".join(f"{v.name}/{v.version}" for v in loaded),
-            )
-        else:
+        names = ", ".join(f"{n}/{v}" for n, v in failed)
+        serving = ", ".join(f"{v.name}/{v.version}" for v in loaded)
+        if loaded and failed:
             log.warning(
-                "no model packages under %s yet (expected DIR/<name>/<version>/); health "
-                "stays NOT_SERVING until one loads",
-                self.registry.root,
+                "serving %d of %d model versions: %s (not loaded: %s; reasons above)",
+                len(loaded),
+                len(loaded) + len(failed),
+                serving,
+                names,
+            )
+        elif loaded:
+            log.info("serving %d model version(s): %s", len(loaded), serving)
+        else:
+            what = (
+                f"loaded 0 of {len(failed)} model version(s) under {root} (not loaded: "
+                f"{names}; reasons above)"
+                if failed
+                else f"no model packages under {root} yet (expected DIR/<name>/<version>/)"
+            )
+            until = (
+                "until one loads (a failed version is tried again when its files change)"
+                if self.config.poll_seconds > 0
+                else "(--poll-seconds 0: the repository is not rescanned; restart once fixed)"
+            )
+            log.log(
+                logging.ERROR if failed else logging.WARNING,
+                "%s; health stays NOT_SERVING %s",
+                what,
+                until,
             )
 
     def stop(self, grace: float = 10.0) -> None:

@@ -40,7 +40,9 @@ def add_command(sub: Any) -> None:
     )
     p.add_argument("--models", required=True, metavar="DIR", type=Path, help="model repository")
     p.add_argument("--host", default="[::]", help="address to bind (default: all interfaces)")
-    p.add_argument("--port", type=port, default=8001, help="gRPC port, 0 = any free (default: 8001)")
+    p.add_argument(
+        "--port", type=port, default=8001, help="gRPC port, 0 = any free (default: 8001)"
+    )
     p.add_argument(
         "--metrics-port", type=port, metavar="P", help="serve Prometheus /metrics on this port"
     )
@@ -115,7 +117,9 @@ def add_command(sub: Any) -> None:
         help="ONNX Runtime intra-op threads per call; concurrency comes from handler threads "
         "(default: 1)",
     )
-    r.add_argument("--cpu", type=non_negative(int), metavar="K", help="pin the server process to CPU K (Linux)")
+    r.add_argument(
+        "--cpu", type=non_negative(int), metavar="K", help="pin the server process to CPU K (Linux)"
+    )
     r.add_argument(
         "--max-receive-mb",
         type=positive(float),
@@ -136,6 +140,13 @@ def add_command(sub: Any) -> None:
         default=2.0,
         metavar="S",
         help="rescan DIR for new or removed versions every S seconds; 0 = never (default: 2)",
+    )
+    r.add_argument(
+        "--require-model",
+        action="store_true",
+        help="exit with an error (status 1) when no model version loads at startup, e.g. "
+        "every package is broken or --providers cuda has no CUDA; without it the server "
+        "stays up, health NOT_SERVING, and serves versions as they appear in DIR",
     )
     r.add_argument(
         "--grace-seconds",
@@ -193,6 +204,7 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         tls_key=args.tls_key,
         tls_client_ca=args.tls_client_ca,
         token=token,
+        require_model=args.require_model,
     )
 
 

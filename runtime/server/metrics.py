@@ -7,6 +7,9 @@
     latentwire_batch_requests{model, version, role}         requests coalesced per call
     latentwire_bytes_received_total{method} / _sent_total   message payload bytes
     latentwire_models_loaded                                loaded model versions
+    latentwire_model_load_failures_total{model, version}    failed attempts to load a version
+                                                            (at startup or dropped in later;
+                                                            one per change of its files)
 
 Both fronts count the same way. One difference in what the native front can know: with
 neither a token nor a batching window configured it does not ask for call details (they cost
@@ -90,6 +93,16 @@ class Metrics:
             "latentwire_bytes_sent", "Response message bytes", ["method"], registry=r
         )
         self.models_loaded = Gauge("latentwire_models_loaded", "Model versions loaded", registry=r)
+        self.load_failures = Counter(
+            "latentwire_model_load_failures",
+            "Failed attempts to load a model version (the versions loaded keep serving)",
+            ["model", "version"],
+            registry=r,
+        )
+
+    def load_failed(self, name: str, version: str, reason: str) -> None:
+        """Count a version that failed to load (Registry's on_failure hook)."""
+        self.load_failures.labels(name, version).inc()
 
     def observer(self, name: str, version: str, role: str) -> Observer:
         return _GraphObserver(self, (name, version, role))

@@ -6,6 +6,12 @@ version after a new one is dropped in. `scan()` picks up new version directories
 removed ones; `watch()` runs it in the background. Lookups read one immutable snapshot,
 replaced whole on every change, so requests in flight never see a half-updated registry
 and keep the version they started with.
+
+A version that fails to load (a missing or damaged file, a provider that does not load, a
+graph that fails its warm-up) is skipped: the versions already loaded keep serving, the
+failure is logged once with its reason, reported to `on_failure` (a metric) and listed in
+`failures()` until the version loads or its directory goes. It is tried again when its files
+change (e.g. a version still being copied in), not on every poll.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ log = logging.getLogger("latentwire.server")
 
 ObserverFactory = Callable[[str, str, str], Observer]
 """(model name, version, role) -> metrics observer for that graph's batcher."""
+FailureHook = Callable[[str, str, str], None]
+"""(model name, version, reason): called once for every failed attempt to load a version."""
 
 
 def _version_key(version: str) -> tuple[int, int, str]:
@@ -87,6 +95,7 @@ class Registry:
         observer: ObserverFactory | None = None,
         warmup: bool = True,
         on_change: Callable[[], None] | None = None,
+        on_failure: FailureHook | None = None,
     ) -> None:
         self.root = Path(root)
         self.policy = policy
@@ -96,8 +105,11 @@ class Registry:
         self._warmup = warmup
         self._on_change = on_change
         """Called after every scan that loaded or dropped a version (health follows it)."""
+        self._on_failure = on_failure
         self._snap = _Snapshot()
         self._failed: dict[Path, object] = {}  # path -> _signature(path) when loading failed
+        self._failures: dict[tuple[str, str], str] = {}
+        """(name, version) -> why it did not load, for versions whose directory is there"""
         self._scan_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -113,6 +125,13 @@ class Registry:
 
     def names(self) -> list[str]:
         return sorted(self._snap.latest)
+
+    def failures(self) -> dict[tuple[str, str], str]:
+        """(name, version) -> reason, for every version directory that failed to load and
+        has not loaded since (in name, version order)."""
+        with self._scan_lock:
+            items = list(self._failures.items())
+        return dict(sorted(items, key=lambda kv: (kv[0][0], _version_key(kv[0][1]))))
 
     def resolve(self, name: str, version: str = "") -> Version:
         """The named model's version, or its latest when `version` is empty."""
@@ -216,13 +235,16 @@ class Registry:
                     continue  # failed before and unchanged since: don't retry every poll
                 try:
                     v = self._load(name, version, path)
-                except (LatentwireError, OSError) as exc:
+                except Exception as exc:  # whatever breaks a package: skip it, keep serving
                     self._failed[path] = mtime
-                    log.warning("cannot load %s/%s: %s", name, version, exc)
+                    self._failed_to_load(name, version, exc, current)
                     continue
                 self._failed.pop(path, None)
+                self._failures.pop((name, version), None)
                 current[(name, version)] = v
                 changes.append(f"loaded {name}/{version} (fingerprint {v.fingerprint})")
+            for key in [k for k in self._failures if k not in seen]:
+                del self._failures[key]  # its directory is gone: nothing to report any more
             for key in [k for k in current if k not in seen]:
                 changes.append(f"unloaded {key[0]}/{key[1]} (its directory is gone)")
                 del current[key]
@@ -233,6 +255,23 @@ class Registry:
                 if self._on_change is not None:
                     self._on_change()
             return changes
+
+    def _failed_to_load(
+        self, name: str, version: str, exc: Exception, current: dict[tuple[str, str], Version]
+    ) -> None:
+        """Record, log (one line, with the reason) and count a version that did not load."""
+        reason = _reason(exc)
+        self._failures[(name, version)] = reason
+        serving = [v for (n, _), v in current.items() if n == name]
+        still = ""
+        if serving:
+            latest = max(serving, key=lambda v: _version_key(v.version))
+            still = f" ({name}/{latest.version} keeps serving)"
+        log.warning("cannot load %s/%s: %s%s", name, version, reason, still)
+        if not isinstance(exc, (LatentwireError, OSError)):  # not one we foresaw: keep where
+            log.debug("%s/%s failed to load", name, version, exc_info=exc)
+        if self._on_failure is not None:
+            self._on_failure(name, version, reason)
 
     def watch(self, interval: float) -> None:
         """Rescan every `interval` seconds in a daemon thread until `stop()`."""
@@ -251,6 +290,18 @@ class Registry:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+
+def _reason(exc: BaseException) -> str:
+    """One line saying why a load failed (our errors say it themselves; others get their
+    class name, e.g. an ONNX Runtime error during the warm-up)."""
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else ""
+    if isinstance(exc, LatentwireError) and first:
+        return first
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 def _signature(path: Path) -> object:
