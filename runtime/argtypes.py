@@ -30,6 +30,9 @@ def non_negative(kind: type) -> Callable[[str], Any]:
     return _bounded(kind, lambda v: v >= 0, ">= 0")
 
 
+_port = _bounded(int, lambda v: 0 <= v <= 65535, "a port in 0..65535 (0 = any free port)")
+
+
 def port(text: str) -> int:
     """argparse type: a TCP port, 0..65535 (0 = any free port)."""
-    return int(_bounded(int, lambda v: 0 <= v <= 65535, "a port in 0..65535 (0 = any free port)")(text))
+    return int(_port(text))

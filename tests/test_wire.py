@@ -50,6 +50,26 @@ def test_infer_response_is_protobufs_own_bytes(seed: int) -> None:
         assert wire.infer_response(name, version, request_id, "x_hat", "FP32", y) == ours
 
 
+@pytest.mark.parametrize("seed", range(2))
+def test_infer_response_with_the_fingerprint_parameter(seed: int) -> None:
+    for name, fingerprint, request_id, y in _cases(seed + 50, 50):
+        ours = wire.infer_response(name, "3", request_id, "z", "INT8", y, fingerprint)
+        expected = pb.ModelInferResponse(
+            model_name=name,
+            model_version="3",
+            id=request_id,
+            outputs=[
+                pb.ModelInferResponse.InferOutputTensor(name="z", datatype="INT8", shape=y.shape)
+            ],
+            raw_output_contents=[y.tobytes()],
+        )
+        if fingerprint:
+            expected.parameters["fingerprint"].string_param = fingerprint
+        assert pb.ModelInferResponse.FromString(ours) == expected
+        # protobuf writes map entries in insertion order: one entry, so the same bytes
+        assert ours == expected.SerializeToString(deterministic=True)
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_decode_response_is_protobufs_own_bytes(seed: int) -> None:
     for request_id, name, fingerprint, x in _cases(seed + 100, 50):

@@ -2,9 +2,19 @@
 
 Each loaded package appears as two V2 models: `<name>.decoder` (input = the latent tensor,
 e.g. `z`; output = the reconstruction, e.g. `x_hat`) and `<name>.encoder` (input `x`,
-output `z`). An empty `model_version` means the latest. Standard clients (tritonclient,
-perf_analyzer) work unchanged. A request may carry the parameter `fingerprint` (string):
-the version must then have that fingerprint, or the call fails with FAILED_PRECONDITION.
+output `z`). Standard clients (tritonclient, perf_analyzer) work unchanged.
+
+Which version answers. V2 tensors carry no fingerprint, so codes could reach the decoder of
+another encoder; a decode is never sent to a guessed version:
+- the request parameter `fingerprint` (string, as in the package's manifest and every codes
+  file) picks the version whose encoder has it, or, with `model_version` named, must match
+  that version; no match is FAILED_PRECONDITION;
+- `model_version` alone is taken as asked;
+- with neither, the latest version answers when that is unambiguous: an encoder, or a
+  decoder whose loaded versions all share one fingerprint. A decoder with versions of
+  different encoders loaded refuses the call with FAILED_PRECONDITION, naming them.
+Every reply carries the parameter `fingerprint` of the version that made it, so codes from
+`<name>.encoder` can be sent back with theirs.
 
 Tensors travel as `raw_input_contents` / `raw_output_contents` (typed `contents` are also
 accepted on input, for clients that send them). The messages are generated under our own
@@ -64,6 +74,10 @@ def _v2_datatype(dtype: str) -> str:
     return _V2_NAMES[np.dtype(dtype).name]
 
 
+def _listing(versions: list[Version]) -> str:
+    return ", ".join(f"{v.version}: {v.fingerprint}" for v in versions) or "none"
+
+
 def _v2_shape(spec: TensorSpec) -> list[int]:
     return [-1, *(-1 if d is None else d for d in spec.shape)]
 
@@ -86,8 +100,9 @@ class _Binding:
             self.version.model.check_latents_out(y)
         out = self.output
         y = np.ascontiguousarray(y, dtype=out.dtype)
+        v = self.version
         return wire.infer_response(
-            model_name, self.version.version, request_id, out.name, self.datatype, y
+            model_name, v.version, request_id, out.name, self.datatype, y, v.fingerprint
         )
 
 
@@ -108,6 +123,43 @@ class V2Service:
             )
         return self.registry.resolve(base, version), role
 
+    def _infer_target(self, model_name: str, version: str, fingerprint: str) -> Version | None:
+        """The version a ModelInfer names or routes to by fingerprint; None = the latest,
+        which `_target` resolves. Refuses a decode that would have to guess (module doc)."""
+        if version:
+            if fingerprint:
+                v, _ = self._target(model_name, version)
+                if fingerprint != v.fingerprint:
+                    raise FingerprintMismatch(
+                        f"the request asks for fingerprint {fingerprint}; {v.name}/{v.version} "
+                        f"has {v.fingerprint}"
+                    )
+            return None
+        latest, role = self._target(model_name, "")
+        if fingerprint:
+            if fingerprint == latest.fingerprint:
+                return latest
+            same = [v for v in self.registry.versions() if v.name == latest.name]
+            for v in reversed(same):
+                if v.fingerprint == fingerprint:
+                    return v
+            raise FingerprintMismatch(
+                f"the request asks for fingerprint {fingerprint}, which no loaded version of "
+                f"{latest.name!r} has (loaded: {_listing(same)}); those codes were made by "
+                "another encoder"
+            )
+        if role == "decoder":
+            same = [v for v in self.registry.versions() if v.name == latest.name]
+            if any(v.fingerprint != latest.fingerprint for v in same):
+                raise FingerprintMismatch(
+                    f"{model_name!r} has versions of different encoders loaded "
+                    f"({_listing(same)}), and codes decode correctly only with the decoder "
+                    "of the encoder that made them: pass the request parameter fingerprint "
+                    "(the codes' fingerprint, in the package's manifest) or name the "
+                    "model_version"
+                )
+        return latest
+
     @staticmethod
     def _io(v: Version, role: str) -> tuple[TensorSpec, TensorSpec]:
         """(input, output) of a V2 model. The latent tensor carries the package's codes in
@@ -116,8 +168,10 @@ class V2Service:
         codes = replace(m.latent, dtype=m.codes.wire_dtype)
         return (codes, m.output) if role == "decoder" else (m.input, codes)
 
-    def _binding(self, model_name: str, version: str) -> _Binding:
-        v, role = self._target(model_name, version)
+    def _binding(self, model_name: str, version: str, v: Version | None = None) -> _Binding:
+        role = model_name.rpartition(".")[2]
+        if v is None:
+            v, role = self._target(model_name, version)
         binding = v.cache.get(("v2", role))
         if binding is None:
             inp, out = self._io(v, role)
@@ -214,17 +268,10 @@ class V2Service:
         return typed
 
     def infer_job(self, request: pb.ModelInferRequest) -> Job:
-        model_name = request.model_name
-        b = self._binding(model_name, request.model_version)
+        model_name, version = request.model_name, request.model_version
         params = request.parameters
-        if params and "fingerprint" in params:
-            want = params["fingerprint"].string_param
-            v = b.version
-            if want != v.fingerprint:
-                raise FingerprintMismatch(
-                    f"the request asks for fingerprint {want}; {v.name}/{v.version} has "
-                    f"{v.fingerprint}"
-                )
+        want = params["fingerprint"].string_param if params and "fingerprint" in params else ""
+        b = self._binding(model_name, version, self._infer_target(model_name, version, want))
         outputs = request.outputs
         if outputs:
             for requested in outputs:

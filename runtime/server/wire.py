@@ -54,7 +54,15 @@ def _packed(field: int, values: Sequence[int]) -> bytes:
 
 # field numbers, as in proto/latentwire/kserve/v2/inference.proto and v1/codec.proto
 _OUT_NAME, _OUT_DATATYPE, _OUT_SHAPE = 1, 2, 3
-_INFER_MODEL, _INFER_VERSION, _INFER_ID, _INFER_OUTPUTS, _INFER_RAW = 1, 2, 3, 5, 6
+_INFER_MODEL, _INFER_VERSION, _INFER_ID, _INFER_PARAMS, _INFER_OUTPUTS, _INFER_RAW = (
+    1,
+    2,
+    3,
+    4,
+    5,
+    6,
+)
+_MAP_KEY, _MAP_VALUE, _PARAM_STRING = 1, 2, 3  # map entry; InferParameter.string_param
 _TENSOR_DTYPE, _TENSOR_SHAPE, _TENSOR_DATA = 1, 2, 3
 _DECODE_ID, _DECODE_MODEL, _DECODE_VERSION, _DECODE_FP, _DECODE_RECON = 1, 2, 3, 4, 5
 
@@ -82,10 +90,24 @@ def _head(key: tuple[object, ...], build: Callable[[], bytes]) -> bytes:
     return head
 
 
+def _string_parameter(field: int, key: str, value: str) -> bytes:
+    """One entry of a `map<string, InferParameter>` field holding a string_param."""
+    param = _string(_PARAM_STRING, value)
+    entry = _string(_MAP_KEY, key) + _key(_MAP_VALUE) + varint(len(param)) + param
+    return _key(field) + varint(len(entry)) + entry
+
+
 def infer_response(
-    model_name: str, version: str, request_id: str, output: str, datatype: str, y: np.ndarray
+    model_name: str,
+    version: str,
+    request_id: str,
+    output: str,
+    datatype: str,
+    y: np.ndarray,
+    fingerprint: str = "",
 ) -> bytes:
-    """ModelInferResponse with one output tensor `output` carried in raw_output_contents."""
+    """ModelInferResponse with one output tensor `output` carried in raw_output_contents,
+    and the parameter `fingerprint` (string) when one is given."""
     raw = _raw(y)
 
     def build() -> bytes:
@@ -96,6 +118,9 @@ def infer_response(
                 _string(_INFER_MODEL, model_name),
                 _string(_INFER_VERSION, version),
                 _string(_INFER_ID, request_id),
+                _string_parameter(_INFER_PARAMS, "fingerprint", fingerprint)
+                if fingerprint
+                else b"",
                 _key(_INFER_OUTPUTS),
                 varint(len(tensor)),
                 tensor,
@@ -104,7 +129,17 @@ def infer_response(
             )
         )
 
-    key = ("infer", model_name, version, request_id, output, datatype, y.shape)
+    key = (
+        "infer",
+        model_name,
+        version,
+        request_id,
+        output,
+        datatype,
+        y.shape,
+        y.itemsize,
+        fingerprint,
+    )
     return b"".join((_head(key, build), raw))
 
 
