@@ -272,6 +272,13 @@ def cmd_info(args: argparse.Namespace) -> int:
         f"by latentwire {raw.get('latentwire_version', '?')}"
     )
     print("\n".join(lines))
+    problems = sum("PROBLEM" in line for line in lines)
+    if problems:
+        print(
+            f"latentwire: error: {path}: {problems} problem(s), marked PROBLEM above",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
@@ -362,7 +369,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("package", metavar="DIR", help="model package directory")
     p.add_argument("--json", action="store_true", help="print the raw manifest.json")
     p.set_defaults(func=cmd_info)
+    _no_abbreviations(parser)
     return parser
+
+
+def _no_abbreviations(parser: argparse.ArgumentParser) -> None:
+    """Refuse abbreviated flags (`--grace=3` for --grace-seconds) in every command: an
+    abbreviation that works today breaks silently when a flag with the same prefix is
+    added, and scripts and manifests must name exact options."""
+    parser.allow_abbrev = False
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _no_abbreviations(child)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -214,10 +214,26 @@ def test_info_reports_problems_without_a_traceback(
     manifest["model"] = None
     manifest["normalization"]["kind"] = "standard"  # a contract edit: fingerprint stale
     (pkg / "manifest.json").write_text(json.dumps(manifest))
-    assert main(["info", str(pkg)]) == 0
+    assert main(["info", str(pkg)]) == 1  # a package with problems is not a success
     out = capsys.readouterr()
     assert "Traceback" not in out.err
     assert "PROBLEM: does not match the manifest's contract" in out.out
+    assert out.err.strip() == f"latentwire: error: {pkg}: 1 problem(s), marked PROBLEM above"
+
+
+def test_info_exits_non_zero_on_a_corrupt_graph(
+    digits_pkg: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pkg = tmp_path / "pkg"
+    shutil.copytree(digits_pkg, pkg)
+    with open(pkg / "decoder.onnx", "r+b") as f:
+        f.seek(100)
+        f.write(b"\x00\x01")
+    assert main(["info", str(pkg)]) == 1
+    out = capsys.readouterr()
+    assert "decoder.onnx" in out.out and "PROBLEM" in out.out
+    assert "encoder" in out.out and "sha256 ok" in out.out  # the rest is still shown
+    assert "1 problem(s)" in out.err
 
 
 def test_output_into_a_closed_pipe_is_quiet(digits_pkg: Path) -> None:

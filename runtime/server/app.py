@@ -46,6 +46,7 @@ from .codec import CodecService
 from .metrics import Metrics
 from .registry import Registry
 from .rpc import Readiness, Rpc
+from .startup import check_tls_files, native_stderr_held
 from .v2 import SERVICE as V2_SERVICE
 from .v2 import V2Service
 
@@ -194,11 +195,12 @@ class Server:
         reflection.enable(server, [CODEC_SERVICE, HEALTH_SERVICE])
         creds = self._tls_credentials() if tls else None
         try:
-            port = (
-                server.add_secure_port(address, creds)
-                if creds is not None
-                else server.add_insecure_port(address)
-            )
+            with native_stderr_held():  # grpc-core's own log lines: ours says it in one
+                port = (
+                    server.add_secure_port(address, creds)
+                    if creds is not None
+                    else server.add_insecure_port(address)
+                )
         except RuntimeError:  # grpcio raises instead of returning 0 since 1.6x
             port = 0
         if port == 0:
@@ -212,6 +214,7 @@ class Server:
         if cfg.tls_cert or cfg.tls_key:
             if not (cfg.tls_cert and cfg.tls_key):
                 raise Unavailable("TLS needs both --tls-cert and --tls-key")
+            check_tls_files(cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca)
             ca = _read(cfg.tls_client_ca, "client CA") if cfg.tls_client_ca else None
             return grpc.ssl_server_credentials(
                 [(_read(cfg.tls_key, "TLS key"), _read(cfg.tls_cert, "TLS certificate"))],

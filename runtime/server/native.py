@@ -50,6 +50,7 @@ from .batcher import Batcher, BatchPolicy, expired
 from .jobs import HotMethod, Job
 from .metrics import Metrics
 from .rpc import Readiness, classify, parser, serialize
+from .startup import native_stderr_held
 
 __all__ = ["NATIVE_VERSION", "NativeFront"]
 
@@ -140,9 +141,10 @@ class NativeFront:
         # cancel event comes in the same take, and counted as CANCELLED.
         self._details = token is not None or (policy.enabled and policy.max_delay > 0)
         try:
-            self._front = NativeGrpcFront(
-                address, paths, io_threads=io_threads, call_details=self._details, metrics=True
-            )
+            with native_stderr_held():  # "could not bind": our error below says it
+                self._front = NativeGrpcFront(
+                    address, paths, io_threads=io_threads, call_details=self._details, metrics=True
+                )
         except OSError as exc:
             raise Unavailable(
                 f"cannot listen on {address}: {exc.strerror or exc} (the port is in use or "
