@@ -16,14 +16,17 @@ log = logging.getLogger("latentwire")
 
 
 def _ints(text: str) -> tuple[int, ...]:
+    """A comma-separated list of positive integers like 128,64 (spaces around items are
+    fine; an empty item, zero or a negative number is an error, never skipped)."""
+    items = text.split(",")
     try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
+        values = tuple(int(v) for v in items)
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers like 128,64, got {text!r}"
-        ) from None
+        values = ()
     if not values or any(v <= 0 for v in values):
-        raise argparse.ArgumentTypeError(f"expected positive integers like 128,64, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers like 128,64, each > 0, got {text!r}"
+        )
     return values
 
 
