@@ -13,8 +13,11 @@ Torch-free and onnx-free: numpy, grpcio and protobuf only, so it fits on edge de
 Every RPC gets a deadline (`timeout`, per call or the client's default, spanning the
 retries) and is retried with exponential backoff and jitter when the server answers
 UNAVAILABLE (unreachable, loading, shutting down); decoding is a pure function, so a retry
-is always safe. A DecodeStream is retried only while the server has answered nothing yet:
-the requests sent until then are kept and replayed on the new stream.
+is always safe. A DecodeStream that breaks with UNAVAILABLE (the server was killed,
+restarted or is shutting down) goes on over a new stream: every request the server has not
+answered yet is sent again, in order, before the next new one, so each message gives
+exactly one result whatever the breaks. `retries` counts breaks in a row with no answer in
+between.
 
 Every gRPC error becomes the package's own exception (`latentwire.runtime.errors`): the
 server names the class in the trailing metadata key "latentwire-error", and
@@ -55,6 +58,7 @@ from .errors import (
     IntegrityError,
     LatentwireError,
     PackageError,
+    ServerError,
     error_from_status,
 )
 
@@ -204,6 +208,11 @@ class _Attempts:
         self.backoff = backoff
         self.done = 0
         self.deadline = None if timeout is None else time.monotonic() + timeout
+
+    def progress(self) -> None:
+        """An attempt got somewhere (a stream answered): the next failure starts the retry
+        count afresh. The deadline still spans every attempt."""
+        self.done = 0
 
     def remaining(self) -> float | None:
         """Seconds left for the next attempt (None: no deadline)."""
@@ -397,10 +406,14 @@ def _write_encoder_package(resp: codec_pb2.FetchEncoderResponse, out_dir: str | 
 class _Requests:
     """DecodeStream requests with ids "0", "1", ... built from the caller's messages.
 
-    Requests sent before the server's first answer are kept, so that a stream failing with
-    UNAVAILABLE by then can be replayed whole on a new one (`restart`). An exception from
-    the caller's iterable ends the requests and is kept in `failure`, to be raised once the
-    server has answered what was sent (gRPC would only report a cancelled call)."""
+    Every request sent stays pending until the server answers its id (`answered`), so that
+    when the stream breaks, a new one can send the unanswered ones again, in id order, before
+    pulling new messages (`restart`). Pending requests are what is in flight: a slow server
+    holds back the caller's iterable through gRPC's flow control. An answer to an id
+    answered before (or never sent) is dropped, so the caller sees each id once. An
+    exception from the caller's iterable ends the requests and is kept in `failure`, to be
+    raised once the server has answered what was sent (gRPC would only report a cancelled
+    call); such a stream is not restarted."""
 
     def __init__(
         self,
@@ -411,9 +424,9 @@ class _Requests:
         self._iter: Iterator[codec_pb2.Codes] | None = None
         self._aiter: AsyncIterator[codec_pb2.Codes] | None = None
         self._dtype = _check_output_dtype(output_dtype)
-        self._kept: list[codec_pb2.DecodeRequest] = []
+        self._pending: dict[int, codec_pb2.DecodeRequest] = {}
+        """id -> request, sent (or about to be) and not answered; ids ascend in the dict"""
         self._replay: deque[codec_pb2.DecodeRequest] = deque()
-        self._keeping = True
         self._epoch = 0
         self._next_id = 0
         self.failure: Exception | None = None
@@ -421,20 +434,32 @@ class _Requests:
         self._pull_lock = threading.Lock()
         self._apull_lock: asyncio.Lock | None = None
 
-    def answered(self) -> None:
-        """The server answered: no replay from now on; kept requests can go."""
-        if self._keeping:
-            with self._lock:
-                self._keeping = False
-                self._kept.clear()
+    def answered(self, request_id: str) -> bool:
+        """The server answered `request_id`; False when that id was answered before: the
+        answer is a duplicate and must not reach the caller."""
+        try:
+            i = int(request_id)
+        except ValueError:
+            return True  # not an id we give: nothing to check it against
+        with self._lock:
+            if self._pending.pop(i, None) is not None:
+                return True
+            return not 0 <= i < self._next_id
+
+    @property
+    def unanswered(self) -> int:
+        """Requests sent and not answered yet."""
+        with self._lock:
+            return len(self._pending)
 
     def restart(self) -> bool:
-        """Abandon the current attempt; True when a new one can replay what was sent."""
+        """Abandon the current attempt; True when a new one can go on (it first sends the
+        requests not answered, in order)."""
         with self._lock:
             self._epoch += 1
-            if not self._keeping or self.failure is not None:
+            if self.failure is not None:
                 return False
-            self._replay = deque(self._kept)
+            self._replay = deque(self._pending[i] for i in sorted(self._pending))
             return True
 
     def _take(self, epoch: int) -> tuple[bool, codec_pb2.DecodeRequest | None]:
@@ -449,14 +474,25 @@ class _Requests:
         meanwhile (the next attempt sends it)."""
         with self._lock:
             req = _decode_request(self._next_id, msg, self._dtype)
+            self._pending[self._next_id] = req
             self._next_id += 1
-            if self._keeping:
-                self._kept.append(req)
             if epoch == self._epoch:
                 return req
-            if self._keeping:
-                self._replay.append(req)
+            self._replay.append(req)
             return None
+
+    def check_complete(self) -> None:
+        """After the stream ended: raise the iterable's exception, or say so when the server
+        closed the stream with requests still unanswered (they would be lost silently)."""
+        if self.failure is not None:
+            raise self.failure
+        if self._pending:
+            ids = sorted(self._pending)
+            raise ServerError(
+                f"the server ended the DecodeStream without answering {len(ids)} request(s) "
+                f"(ids {', '.join(map(str, ids[:5]))}{', ...' if len(ids) > 5 else ''})",
+                "UNKNOWN",
+            )
 
     def check_sync(self) -> None:
         if isinstance(self._source, AsyncIterable):
@@ -641,8 +677,10 @@ class Client(_Base):
     ) -> Iterator[StreamResult]:
         """Decode messages over one DecodeStream, yielding each answer as it comes (ids
         "0", "1", ... in the order given). A request the server refuses yields a result with
-        `error` set and the stream goes on; a failure of the whole stream raises, and so
-        does an exception from `messages` (after the answers to what was sent).
+        `error` set and the stream goes on; a stream that breaks with UNAVAILABLE goes on
+        over a new one, sending again what was not answered (each id is yielded once); any
+        other failure of the whole stream raises, and so does an exception from `messages`
+        (after the answers to what was sent).
         `timeout` (default: the client's) is the deadline of the whole stream."""
         requests = _Requests(messages, output_dtype)
         requests.check_sync()
@@ -653,8 +691,11 @@ class Client(_Base):
             )
             try:
                 for resp in call:
-                    requests.answered()
-                    yield _stream_result(resp)
+                    if requests.answered(resp.id):
+                        attempts.progress()
+                        yield _stream_result(resp)
+                    else:
+                        log.debug("dropped a second answer to request %r", resp.id)
                 break
             except grpc.RpcError as exc:
                 delay = attempts.next_delay(exc) if requests.restart() else None
@@ -665,8 +706,7 @@ class Client(_Base):
             finally:
                 call.cancel()  # no-op when it finished; stops it when the caller stopped early
             _sleep(delay)
-        if requests.failure is not None:
-            raise requests.failure
+        requests.check_complete()
 
     def encode(
         self, name: str, x: np.ndarray, *, version: str = "", timeout: float | None = None
@@ -789,8 +829,11 @@ class AsyncClient(_Base):
             )
             try:
                 async for resp in call:
-                    requests.answered()
-                    yield _stream_result(resp)
+                    if requests.answered(resp.id):
+                        attempts.progress()
+                        yield _stream_result(resp)
+                    else:
+                        log.debug("dropped a second answer to request %r", resp.id)
                 break
             except grpc.RpcError as exc:
                 delay = attempts.next_delay(exc) if requests.restart() else None
@@ -801,8 +844,7 @@ class AsyncClient(_Base):
             finally:
                 call.cancel()
             await _asleep(delay)
-        if requests.failure is not None:
-            raise requests.failure
+        requests.check_complete()
 
     async def encode(
         self, name: str, x: np.ndarray, *, version: str = "", timeout: float | None = None

@@ -31,6 +31,7 @@ from latentwire.runtime.errors import (
     IntegrityError,
     ModelNotFound,
     PackageError,
+    ServerError,
     Unauthenticated,
     Unavailable,
 )
@@ -339,22 +340,39 @@ def test_retry_reaches_a_server_that_comes_up(
             srv.stop(grace=0)
 
 
-def test_stream_requests_are_replayed_until_the_first_answer() -> None:
-    requests = client_mod._Requests((codec_pb2.Codes(count=i) for i in range(5)), "float16")
+def test_stream_requests_not_answered_are_replayed() -> None:
+    requests = client_mod._Requests((codec_pb2.Codes(count=i) for i in range(6)), "float16")
     first = iter(requests)
     assert [next(first).id, next(first).id] == ["0", "1"]
     assert requests.restart()
     assert next(first, None) is None  # the abandoned attempt stops
     second = iter(requests)
-    sent = [next(second) for _ in range(3)]
+    sent = [next(second) for _ in range(4)]
     assert [(r.id, r.codes.count, r.output_dtype) for r in sent] == [
         ("0", 0, "float16"),
         ("1", 1, "float16"),
         ("2", 2, "float16"),
+        ("3", 3, "float16"),
     ]
-    requests.answered()
-    assert not requests.restart()  # the server answered: never replayed again
-    assert next(second, None) is None
+    assert requests.answered("0") and requests.answered("2")
+    assert not requests.answered("0")  # a second answer to an id is a duplicate
+    assert requests.unanswered == 2
+    assert requests.restart()  # after answers too: what is unanswered goes again, in order
+    third = iter(requests)
+    assert [next(third).id for _ in range(4)] == ["1", "3", "4", "5"]
+    assert next(third, None) is None
+    for i in ("1", "3", "4", "5"):
+        assert requests.answered(i)
+    assert requests.unanswered == 0
+    requests.check_complete()
+
+
+def test_a_stream_closed_with_requests_unanswered_raises() -> None:
+    requests = client_mod._Requests([codec_pb2.Codes(count=1)] * 3, "float32")
+    assert [r.id for r in requests] == ["0", "1", "2"]
+    assert requests.answered("1")
+    with pytest.raises(ServerError, match=r"without answering 2 request\(s\) \(ids 0, 2\)"):
+        requests.check_complete()
 
 
 # -- asyncio ------------------------------------------------------------------------------
