@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.util
+import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -254,3 +255,42 @@ def concurrently(port: int, calls: Sequence[Callable[..., Any]]) -> list[Any]:
     for t in threads:
         t.join(timeout=30)
     return out
+
+
+# -- secrets never reach logs -------------------------------------------------------------
+TEST_TOKENS = ("s3cret", "t0k")
+"""The bearer tokens the token and TLS tests use (distinct words, so a hit is a leak)."""
+
+
+def secret_lines(*dirs: Path) -> set[str]:
+    """The base64 body lines of every PEM private key in `dirs` (tests/certs by default)."""
+    lines: set[str] = set()
+    for folder in dirs or (Path(__file__).parent / "certs",):
+        for key in Path(folder).glob("*.key"):
+            body = key.read_text().splitlines()
+            lines.update(line for line in body if line and not line.startswith("-----"))
+    return lines
+
+
+@pytest.fixture(autouse=True)
+def _no_secrets_in_logs(
+    request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture
+) -> Iterator[None]:
+    """Every token and TLS test runs with debug logging, and no log record it produced may
+    hold a bearer token or a line of a private key (ours or one the test made)."""
+    name = request.node.name.lower()
+    if "token" not in name and "tls" not in name:
+        yield
+        return
+    caplog.set_level(logging.DEBUG)
+    yield
+    dirs = [Path(__file__).parent / "certs"]
+    tmp = request.node.funcargs.get("tmp_path")
+    if isinstance(tmp, Path):
+        dirs.append(tmp)
+    secrets = set(TEST_TOKENS) | secret_lines(*dirs)
+    for when in ("setup", "call", "teardown"):
+        for record in caplog.get_records(when):  # type: ignore[arg-type]
+            text = record.getMessage() + (record.exc_text or "")
+            leaked = [s for s in secrets if s in text]
+            assert not leaked, f"a log record holds a secret: {text!r}"
