@@ -592,6 +592,7 @@ def test_serve_help(capsys: pytest.CaptureFixture[str]) -> None:
     for flag in ("--models", "--max-batch", "--max-delay-ms", "--max-queue", "--tls-client-ca"):
         assert flag in out
     assert "--token-file" in out and "--metrics-port" in out
+    assert "--require-model" in out
 
 
 def test_serve_refuses_a_missing_repository(capsys: pytest.CaptureFixture[str]) -> None:
