@@ -83,6 +83,9 @@ def log(msg: str) -> None:
 def build_package(repo: Path, source: Path | None) -> Path:
     """repo/soak/1: a copy of `source`, or a tiny digits model trained now."""
     pkg = repo / PACKAGE / "1"
+    if source is not None and source.resolve() == pkg.resolve():
+        log(f"package: {pkg} as it is")
+        return pkg
     if pkg.exists():
         shutil.rmtree(pkg)
     pkg.parent.mkdir(parents=True, exist_ok=True)
@@ -442,7 +445,7 @@ def run(args: argparse.Namespace) -> int:
     pkg = build_package(work / "repo", Path(args.package) if args.package else None)
     port = free_port_block(args.base_port, width=1)
     cmd = [*latentwire_command(), "serve", "--models", str(work / "repo")]
-    cmd += ["--host", "127.0.0.1", "--port", str(port)]
+    cmd += ["--host", "127.0.0.1", "--port", str(port), *args.serve_arg]
     server_log = work / "server.log"
     log(f"server: {' '.join(cmd)}")
     with server_log.open("wb") as fh:
@@ -633,6 +636,8 @@ def run(args: argparse.Namespace) -> int:
             "max_requests": args.max_requests,
             "mix": dict(zip(KINDS, WEIGHTS, strict=True)),
             "stream_messages": STREAM_MESSAGES,
+            "serve_args": args.serve_arg,
+            "package_source": args.package,
             "server_command": cmd,
             "package": _package_info(pkg),
         },
@@ -695,7 +700,13 @@ def write_markdown(record: dict[str, Any], path: Path) -> None:
         "",
         f"{st['clients']} concurrent calls from {st['procs']} client processes for "
         f"{st['minutes']:g} min (think time {st['think_ms']:g} ms), against `latentwire serve` "
-        "with default flags on a freshly trained digits package. Mix: Decode 45%, ModelInfer "
+        + (f"with {' '.join(st['serve_args'])}" if st["serve_args"] else "with default flags")
+        + (
+            f" on a copy of {st['package_source']}"
+            if st.get("package_source")
+            else " on a freshly trained digits package"
+        )
+        + ". Mix: Decode 45%, ModelInfer "
         f"45%, DecodeStream of {st['stream_messages']} messages 10%; every "
         f"{st['bad_every']}th call a bad request (4 kinds in turn). The machine was shared "
         f"with other work (load average at the end {s['loadavg_at_end'][0]:.1f}).",
@@ -831,6 +842,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="largest RSS drift that passes (default: 0.10)",
     )
     p.add_argument("--package", help="serve a copy of this package instead of training one")
+    p.add_argument(
+        "--serve-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra `latentwire serve` argument, repeatable (--serve-arg=--frontend "
+        "--serve-arg=grpcio); the default is none: default flags",
+    )
     p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     p.add_argument("--base-port", type=int, default=18600)
     p.add_argument("--worker", help=argparse.SUPPRESS)
