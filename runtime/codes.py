@@ -18,6 +18,7 @@ exactly the messages the gRPC service carries, so a file can be replayed to a se
 from __future__ import annotations
 
 import math
+import os
 import struct
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -35,6 +36,8 @@ _LEN = struct.Struct("<I")
 WIRE_DTYPES = frozenset(
     {"float32", "float16", "float64", "int8", "uint8", "int16", "int32", "int64"}
 )
+MAX_DIMS = 32
+"""Most dimensions a wire tensor may have (numpy's own limit is 64)."""
 OUTPUT_DTYPES = ("float32", "float16")
 """Reconstruction dtypes a client may ask the server for (DecodeRequest.output_dtype)."""
 
@@ -57,6 +60,8 @@ def tensor_to_array(tensor: codec_pb2.Tensor) -> np.ndarray:
             f"unknown tensor dtype {tensor.dtype!r}; expected one of {sorted(WIRE_DTYPES)}"
         )
     shape = tuple(int(s) for s in tensor.shape)
+    if len(shape) > MAX_DIMS:
+        raise CodesError(f"tensor has {len(shape)} dimensions; at most {MAX_DIMS} are allowed")
     if any(s < 0 for s in shape):
         raise CodesError(f"tensor shape {shape} has a negative dimension")
     dtype = np.dtype(tensor.dtype).newbyteorder("<")
@@ -92,6 +97,7 @@ def iter_codes_file(path: str | Path) -> Iterator[codec_pb2.Codes]:
     except OSError as exc:
         raise CodesError(f"cannot open codes file {path}: {exc.strerror}") from None
     try:
+        size_on_disk = os.fstat(f.fileno()).st_size
         if f.read(len(MAGIC)) != MAGIC:
             raise CodesError(f"{path} is not a latentwire codes file (magic {MAGIC!r} missing)")
         index = 0
@@ -99,7 +105,9 @@ def iter_codes_file(path: str | Path) -> Iterator[codec_pb2.Codes]:
             if len(header) != _LEN.size:
                 raise CodesError(f"{path}: truncated length prefix of message {index}")
             (size,) = _LEN.unpack(header)
-            payload = f.read(size)
+            # never ask read() for more than the file holds: CPython allocates the whole
+            # request up front, and a 15-byte file may claim a 4 GiB message
+            payload = f.read(min(size, max(0, size_on_disk - f.tell())))
             if len(payload) != size:
                 raise CodesError(
                     f"{path}: message {index} is truncated ({len(payload)} of {size} bytes)"

@@ -20,10 +20,11 @@ import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
+from .codes import MAX_DIMS
 from .errors import CodesError, PackageError
 
 CODER = "constriction-ans32"
@@ -33,9 +34,15 @@ PRECISION_BITS = 16
 """Frequency tables sum to 2**PRECISION_BITS."""
 MAX_SUPPORT = 4096
 """Most symbols one channel's table may hold."""
+MAX_SYMBOL = 1 << 30
+"""Largest magnitude of a symbol (symbols travel as int32)."""
 MAX_SYMBOLS = 1 << 26
 """Most symbols one stream may decode to (256 MiB of int32): a bound on what a small
 message can make a decoder allocate."""
+
+
+def _is_int(value: Any) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _constriction() -> Any:
@@ -78,9 +85,21 @@ class FactorizedPrior:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], channels: int) -> FactorizedPrior:
+        """The tables of a manifest's codes.entropy, checked: 2..MAX_SUPPORT integer
+        frequencies per channel, each 1 .. 2**PRECISION_BITS (export writes tables that sum
+        to 2**PRECISION_BITS; the coder normalises any sum), symbols within +-MAX_SYMBOL."""
+        if not isinstance(d, dict):
+            raise PackageError(f"codes.entropy must be an object, got {type(d).__name__}")
         if d.get("coder") != CODER:
             raise PackageError(
-                f"entropy coder {d.get('coder')!r} is not supported; this latentwire uses {CODER}"
+                f"entropy coder {d.get('coder')!r:.40} is not supported; this latentwire uses "
+                f"{CODER}"
+            )
+        precision = d.get("precision_bits", PRECISION_BITS)
+        if precision != PRECISION_BITS or isinstance(precision, bool):
+            raise PackageError(
+                f"entropy tables of {precision!r:.20} bits are not supported; this latentwire "
+                f"reads {PRECISION_BITS}-bit tables"
             )
         tables = d.get("tables")
         if not isinstance(tables, list) or len(tables) != channels:
@@ -89,15 +108,26 @@ class FactorizedPrior:
                 f"the entropy model needs {channels} tables, one per latent "
                 f"channel; the manifest has {n}"
             )
+        total = 1 << PRECISION_BITS
         offsets, freqs = [], []
         for c, t in enumerate(tables):
-            f = np.asarray(t["freq"], dtype=np.int64)
-            if f.ndim != 1 or not 2 <= f.size <= MAX_SUPPORT or np.any(f < 1):
+            freq = t.get("freq") if isinstance(t, dict) else None
+            offset = t.get("offset") if isinstance(t, dict) else None
+            if (
+                not isinstance(freq, list)
+                or not 2 <= len(freq) <= MAX_SUPPORT
+                or not all(_is_int(v) and 1 <= v <= total for v in freq)
+            ):
                 raise PackageError(
                     f"entropy table {c} must hold 2..{MAX_SUPPORT} frequencies, each >= 1"
                 )
-            offsets.append(int(t["offset"]))
-            freqs.append(f)
+            if not _is_int(offset) or not -MAX_SYMBOL <= offset <= MAX_SYMBOL - len(freq):
+                raise PackageError(
+                    f"entropy table {c} needs an integer offset; its symbols must lie within "
+                    f"+-{MAX_SYMBOL:,}, got {offset!r:.40}"
+                )
+            offsets.append(offset)
+            freqs.append(np.asarray(freq, dtype=np.int64))
         return cls(np.asarray(offsets, dtype=np.int64), tuple(freqs))
 
     @classmethod
@@ -166,12 +196,44 @@ class FactorizedPrior:
             idx = (symbols[:, c] - self.offsets[c]).astype(np.int32).reshape(-1)
             coder.encode_reverse(idx, self._models[c])
         words = np.asarray(coder.get_compressed())
-        return bytes(words.astype("<u4").tobytes())
+        stream = bytes(words.astype("<u4").tobytes())
+        if not self._fits(len(stream), symbols[:, 0].size):
+            raise CodesError(
+                f"{len(symbols)} samples code to an entropy stream of {len(stream)} bytes, which "
+                "a decoder refuses as truncated: too many of their values sit at their "
+                "channel's lowest symbol, which costs no bits at the end of a stream; these "
+                "samples cannot be sent with this model's entropy tables"
+            )
+        return stream
+
+    @functools.cached_property
+    def _least_bits(self) -> float:
+        """Bits one sample's symbols (one per channel) cost at least."""
+        return sum(-math.log2(float(f.max()) / float(f.sum())) for f in self.freqs)
+
+    def _fits(self, nbytes: int, per_channel: int) -> bool:
+        """Whether `nbytes` of stream can hold `per_channel` symbols in every channel.
+
+        Every symbol costs at least -log2(its table's largest probability) bits (half that
+        bound leaves room for the coder's rounding), with one exception: ANS starts from
+        state 0, where a table's first symbol costs nothing. A batch that ends (in coding
+        order) in a long run of its channels' lowest symbols therefore codes to fewer bytes
+        than the bound, or to none; `encode` refuses it instead of writing a stream that
+        every decoder refuses as truncated.
+        """
+        if per_channel and not nbytes:
+            return False
+        return per_channel * self._least_bits / 2 <= 8 * nbytes + 64
 
     def decode(self, stream: bytes, count: int, latent_shape: Sequence[int]) -> np.ndarray:
         """Symbols (count, *latent_shape) int32 from one stream; CodesError when the stream
         is not exactly what `encode` wrote for that many symbols."""
         shape = tuple(int(s) for s in latent_shape)
+        if len(shape) > MAX_DIMS:
+            raise CodesError(
+                f"entropy codes have a latent shape of {len(shape)} dimensions; at most "
+                f"{MAX_DIMS} are allowed"
+            )
         if not shape or shape[0] != self.channels or any(s < 1 for s in shape):
             raise CodesError(
                 f"entropy codes have latent shape {list(shape)}; this model's symbols have "
@@ -189,10 +251,7 @@ class FactorizedPrior:
             )
         if per_channel and not stream:
             raise CodesError(f"the entropy stream is empty but codes say count={count}")
-        # every symbol costs at least -log2(largest probability) bits: a stream can only hold
-        # so many (half that bound leaves room for the coder's own rounding)
-        least = sum(-math.log2(float(f.max()) / float(f.sum())) for f in self.freqs)
-        if per_channel * least / 2 > 8 * len(stream) + 64:
+        if not self._fits(len(stream), per_channel):
             raise CodesError(
                 f"an entropy stream of {len(stream)} bytes cannot hold {count} samples of "
                 f"latent shape {list(shape)}; the codes are truncated or their count is wrong"

@@ -41,6 +41,24 @@ LATENTS_OUTPUT = "z"
 _F16_MAX = float(np.finfo(np.float16).max)
 
 
+def _is_numbers(value: Any) -> bool:
+    """A JSON number or nested lists of numbers (no strings, booleans or nulls)."""
+    if isinstance(value, list):
+        return all(_is_numbers(v) for v in value)
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def floats(value: Any, what: str) -> np.ndarray:
+    """A manifest's number or nested lists of numbers as float64, refusing anything else
+    (strings, nulls, ragged lists, integers past float64's range)."""
+    if not _is_numbers(value):
+        raise PackageError(f"{what} must be a number or a list of numbers, got {value!r:.80}")
+    try:
+        return np.asarray(value, dtype=np.float64)
+    except (ValueError, OverflowError):
+        raise PackageError(f"{what} must be a regular array of numbers") from None
+
+
 def int8_params(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel affine int8 parameters (scale, offset) covering [lo, hi]:
     q = saturate(round((z - offset) / scale)), z ~ q * scale + offset. The offset is the
@@ -81,6 +99,8 @@ class CodeFormat:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], channels: int) -> CodeFormat:
+        if not isinstance(d, dict):
+            raise PackageError(f"codes must be an object, got {type(d).__name__}")
         fmt = d.get("format")
         if fmt is None:
             raise PackageError(f"codes.format is missing; this latentwire reads {FORMATS}")
@@ -92,16 +112,23 @@ class CodeFormat:
                 f"{WIRE_DTYPES[fmt]}; the manifest says {d.get('name')!r} {d.get('dtype')!r}"
             )
         cal = d.get("calibration") or {}
-        lo = np.asarray(cal.get("min", []), dtype=np.float64)
-        hi = np.asarray(cal.get("max", []), dtype=np.float64)
-        if lo.shape != (channels,) or hi.shape != (channels,) or np.any(hi < lo):
+        if not isinstance(cal, dict):
+            raise PackageError("codes.calibration must be an object with min and max")
+        lo = floats(cal.get("min", []), "codes.calibration.min")
+        hi = floats(cal.get("max", []), "codes.calibration.max")
+        if lo.shape != (channels,) or hi.shape != (channels,) or not np.all(lo <= hi):
             raise PackageError(
                 f"codes.calibration needs min <= max for each of the {channels} latent channels"
             )
+        if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
+            raise PackageError("codes.calibration must be finite")
         if fmt == "int8":
             q = d.get("int8") or {}
-            scale = np.asarray(q.get("scale", []), dtype=np.float32)
-            offset = np.asarray(q.get("offset", []), dtype=np.float32)
+            if not isinstance(q, dict):
+                raise PackageError("codes.int8 must be an object with scale and offset")
+            with np.errstate(over="ignore"):  # past float32: inf, refused below
+                scale = floats(q.get("scale", []), "codes.int8.scale").astype(np.float32)
+                offset = floats(q.get("offset", []), "codes.int8.offset").astype(np.float32)
             ok = np.all(np.isfinite(scale)) and np.all(np.isfinite(offset))
             if scale.shape != (channels,) or offset.shape != (channels,) or not ok:
                 raise PackageError(f"codes.int8 needs {channels} finite scales and offsets")

@@ -35,14 +35,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import os
+import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
+from .codes import WIRE_DTYPES
 from .errors import PackageError
-from .formats import CodeFormat
+from .formats import CodeFormat, floats
 
 SCHEMA = "latentwire.manifest"
 SCHEMA_VERSION = 2
@@ -51,6 +56,30 @@ FINGERPRINT_KEY = "latentwire.fingerprint"
 ROLES = ("encoder", "decoder")
 """The two graphs of a package, by their keys in `files`."""
 _CONTRACT_KEYS = ("input", "latent", "output", "normalization", "codes")
+NORMALIZATION_KINDS = ("none", "minmax", "standard", "scale")
+
+
+MAX_MANIFEST_BYTES = 64 << 20
+"""Largest manifest.json read (the biggest real ones, per-feature normalisation of wide
+data plus entropy tables, are a few MB)."""
+MAX_RANK = 8
+"""Most dimensions of one sample (images have 3)."""
+MAX_SAMPLE_VALUES = 1 << 26
+"""Most values in one sample, free sides counted at their smallest size (`multiple_of`): a
+manifest cannot make a runtime size buffers past this."""
+MAX_MULTIPLE_OF = 1024
+"""Largest stride a free side may be a multiple of."""
+
+
+def _is_int(value: Any) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _text(d: dict[str, Any], key: str, what: str) -> str:
+    value = d.get(key)
+    if not isinstance(value, str) or not value:
+        raise PackageError(f"{what}.{key} must be a non-empty string, got {value!r:.80}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -67,19 +96,36 @@ class TensorSpec:
     """Free dimensions must be multiples of this (convolutional strides)."""
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TensorSpec:
-        spec = cls(
-            name=str(d["name"]),
-            shape=tuple(None if s is None else int(s) for s in d["shape"]),
-            dtype=str(d["dtype"]),
-            multiple_of=int(d.get("multiple_of", 1)),
-        )
-        if any(s is not None and s < 1 for s in spec.shape) or spec.multiple_of < 1:
+    def from_dict(cls, d: dict[str, Any], what: str = "tensor") -> TensorSpec:
+        """Parse and check a spec: a name, at most MAX_RANK positive (or free) dims, a wire
+        dtype, and no more than MAX_SAMPLE_VALUES values per sample."""
+        if not isinstance(d, dict):
+            raise PackageError(f"{what} must be an object, got {type(d).__name__}")
+        name, dtype = _text(d, "name", what), _text(d, "dtype", what)
+        shape, multiple_of = d.get("shape"), d.get("multiple_of", 1)
+        if not isinstance(shape, list) or len(shape) > MAX_RANK:
+            raise PackageError(f"{what}.shape must be a list of at most {MAX_RANK} dimensions")
+        if not all(s is None or _is_int(s) for s in shape) or not _is_int(multiple_of):
             raise PackageError(
-                f"tensor {spec.name!r}: dimensions and multiple_of must be positive, "
-                f"got shape {list(d['shape'])} and multiple_of {spec.multiple_of}"
+                f"{what}: dimensions must be integers (null for a free one) and multiple_of an "
+                f"integer, got shape {shape!r:.80} and multiple_of {multiple_of!r:.20}"
             )
-        return spec
+        if any(s is not None and s < 1 for s in shape) or multiple_of < 1:
+            raise PackageError(
+                f"tensor {name!r}: dimensions and multiple_of must be positive, "
+                f"got shape {shape} and multiple_of {multiple_of}"
+            )
+        if multiple_of > MAX_MULTIPLE_OF:
+            raise PackageError(f"{what}.multiple_of {multiple_of} is over {MAX_MULTIPLE_OF}")
+        values = math.prod(multiple_of if s is None else s for s in shape)
+        if values > MAX_SAMPLE_VALUES:
+            raise PackageError(
+                f"{what}: samples of shape {shape} hold {values:,} values, more than the "
+                f"{MAX_SAMPLE_VALUES:,} a package may declare"
+            )
+        if dtype not in WIRE_DTYPES:
+            raise PackageError(f"{what}.dtype {dtype!r} is not one of {sorted(WIRE_DTYPES)}")
+        return cls(name, tuple(shape), dtype, multiple_of)
 
     def dims(self) -> str:
         """Per-sample dims as text, '*' for free ones: "3, *, *"."""
@@ -102,8 +148,13 @@ class Normalization:
     def from_dict(cls, d: dict[str, Any], sample_shape: tuple[int | None, ...]) -> Normalization:
         if not isinstance(d, dict):
             raise PackageError(f"normalization must be an object, got {type(d).__name__}")
-        offset = np.asarray(d.get("offset", [0.0]), dtype=np.float64)
-        scale = np.asarray(d.get("scale", [1.0]), dtype=np.float64)
+        kind = d.get("kind", "none")
+        if kind not in NORMALIZATION_KINDS:
+            raise PackageError(
+                f"normalization.kind {kind!r:.40} is not one of {NORMALIZATION_KINDS}"
+            )
+        offset = floats(d.get("offset", [0.0]), "normalization.offset")
+        scale = floats(d.get("scale", [1.0]), "normalization.scale")
         for label, arr in (("offset", offset), ("scale", scale)):
             fits = arr.ndim == len(sample_shape) and all(
                 a == 1 or a == s for a, s in zip(arr.shape, sample_shape, strict=True)
@@ -115,8 +166,10 @@ class Normalization:
                 )
         if not np.all(np.isfinite(scale)) or np.any(scale == 0):
             raise PackageError("normalization.scale must be finite and non-zero")
+        if not np.all(np.isfinite(offset)):
+            raise PackageError("normalization.offset must be finite")
         flat = [a.reshape(-1) if a.size == 1 else a for a in (offset, scale)]
-        return cls(str(d.get("kind", "none")), flat[0], flat[1])
+        return cls(kind, flat[0], flat[1])
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """User units -> model units, computed in float64 (a large offset with a small
@@ -166,38 +219,46 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Manifest:
+        """Parse and check a manifest; anything malformed or absurd is a PackageError,
+        raised before anything is sized by it."""
+        if not isinstance(d, dict):
+            raise PackageError(f"a manifest is a JSON object, got {type(d).__name__}")
         if d.get("schema") != SCHEMA:
-            raise PackageError(f"not a latentwire manifest (schema is {d.get('schema')!r})")
+            raise PackageError(f"not a latentwire manifest (schema is {d.get('schema')!r:.80})")
         version = d.get("schema_version")
-        if version != SCHEMA_VERSION:
+        if version != SCHEMA_VERSION or not _is_int(version):
             raise PackageError(
-                f"manifest schema_version {version!r} is not supported by this latentwire "
+                f"manifest schema_version {version!r:.40} is not supported by this latentwire "
                 f"(reads version {SCHEMA_VERSION}); upgrade latentwire or re-export the model"
             )
         try:
-            inp = TensorSpec.from_dict(d["input"])
-            latent = TensorSpec.from_dict(d["latent"])
+            inp = TensorSpec.from_dict(d["input"], "input")
+            latent = TensorSpec.from_dict(d["latent"], "latent")
             if not latent.shape or latent.shape[0] is None or latent.dtype != "float32":
                 raise PackageError(
                     "latent must be float32 with a fixed channel count first, got "
                     f"{latent.describe()}"
                 )
+            files = d["files"]
+            if not isinstance(files, dict):
+                raise PackageError(f"files must be an object, got {type(files).__name__}")
             for role in ROLES:
-                entry = d["files"][role]
-                str(entry["path"]), str(entry["sha256"]), str(entry["graph_sha256"])
+                _check_file_entry(files.get(role), role)
             return cls(
-                name=str(d["name"]),
-                fingerprint=str(d["fingerprint"]),
+                name=_text(d, "name", "manifest"),
+                fingerprint=_text(d, "fingerprint", "manifest"),
                 input=inp,
                 latent=latent,
-                output=TensorSpec.from_dict(d["output"]),
+                output=TensorSpec.from_dict(d["output"], "output"),
                 normalization=Normalization.from_dict(d["normalization"], inp.shape),
                 codes=CodeFormat.from_dict(d["codes"], latent.shape[0]),
-                files={k: dict(v) for k, v in d["files"].items()},
+                files={k: dict(v) for k, v in files.items() if isinstance(v, dict)},
                 raw=d,
             )
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError, ArithmeticError) as exc:
             raise PackageError(f"manifest is missing or has a malformed field: {exc!r}") from exc
+        except RecursionError:
+            raise PackageError("manifest is nested too deeply") from None
 
     @property
     def code_format(self) -> str:
@@ -205,16 +266,99 @@ class Manifest:
         return self.codes.name
 
     @classmethod
-    def load(cls, directory: str | Path) -> Manifest:
-        path = Path(directory) / MANIFEST_FILE
+    def load(cls, directory: str | Path, *, root: str | Path | None = None) -> Manifest:
+        """Read and check `directory`/manifest.json. With `root` (a model repository), the
+        package directory must lie inside it, symlinks resolved."""
         if not Path(directory).is_dir():
             raise PackageError(f"model package {directory} is not a directory")
+        path = package_file(directory, MANIFEST_FILE, root=root)
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(read_package_file(path, MAX_MANIFEST_BYTES).decode("utf-8"))
         except FileNotFoundError:
             raise PackageError(f"{path} not found: not a model package") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
             raise PackageError(f"cannot read {path}: {exc}") from None
+        except RecursionError:
+            raise PackageError(f"cannot read {path}: JSON nested too deeply") from None
         if not isinstance(data, dict):
             raise PackageError(f"{path} does not hold a JSON object")
-        return cls.from_dict(data)
+        try:
+            return cls.from_dict(data)
+        except PackageError as exc:
+            raise PackageError(f"{path}: {exc}") from exc.__cause__
+
+
+def _check_file_entry(entry: Any, role: str) -> None:
+    """files.<role>: a plain file name inside the package and hex sha256s."""
+    if not isinstance(entry, dict):
+        raise PackageError(f"files.{role} must be an object, got {entry!r:.80}")
+    name = entry.get("path")
+    if not isinstance(name, str) or not is_file_name(name):
+        raise PackageError(
+            f"files.{role}.path must name a file in the package folder, got {name!r:.80}"
+        )
+    size = entry.get("bytes", 0)
+    if not _is_int(size) or size < 0:
+        raise PackageError(f"files.{role}.bytes must be a byte count, got {size!r:.40}")
+    for key in ("sha256", "graph_sha256"):
+        digest = entry.get(key)
+        if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
+            raise PackageError(f"files.{role}.{key} must be 64 hex digits, got {digest!r:.80}")
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def is_file_name(name: str) -> bool:
+    """A plain file name: no folder part, not `.`/`..`, nothing that leaves a folder."""
+    return (
+        bool(name)
+        and name not in (".", "..")
+        and not any(c in name for c in "/\\\0")
+        and ":" not in name  # Windows drive letters and alternate data streams
+    )
+
+
+def package_file(directory: str | Path, name: str, *, root: str | Path | None = None) -> Path:
+    """The real path of the file `name` of a package, after checking that it stays inside.
+
+    Symlinks are resolved: the file must lie in the package's own (resolved) directory, and
+    with `root` given the directory must lie inside `root` (a model repository whose
+    version directories are symlinks). Refused with a PackageError naming the file and
+    where it leads otherwise.
+    """
+    folder = Path(directory)
+    try:
+        real_dir = folder.resolve(strict=True)
+        real = (folder / name).resolve()
+        bound = Path(root).resolve(strict=True) if root is not None else None
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python < 3.13)
+        raise PackageError(f"cannot resolve {folder / name}: {exc}") from None
+    if bound is not None and not real_dir.is_relative_to(bound):
+        raise PackageError(
+            f"model package {folder} resolves to {real_dir}, outside the model repository "
+            f"{bound}: refused"
+        )
+    if real.parent != real_dir:
+        raise PackageError(
+            f"{folder / name} resolves to {real}, outside the package folder {real_dir}: "
+            "refused (a package's files must lie in its own folder)"
+        )
+    return real
+
+
+def read_package_file(path: Path, limit: int) -> bytes:
+    """The bytes of a package file (a path from `package_file`): refused unless it is a
+    regular file of at most `limit` bytes. A FIFO or device is refused without blocking
+    on it; OSError (e.g. FileNotFoundError) is left to the caller."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    with open(fd, "rb", closefd=True) as f:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise PackageError(f"{path} is not a regular file")
+        if info.st_size > limit:
+            raise PackageError(f"{path} is {info.st_size:,} bytes, over the limit of {limit:,}")
+        data = f.read(limit + 1)
+    if len(data) > limit:  # it grew while we read it
+        raise PackageError(f"{path} is over the limit of {limit:,} bytes")
+    return data
