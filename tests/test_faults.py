@@ -1,8 +1,9 @@
 """Faults of a `latentwire serve` process under load, on both fronts: killed with SIGKILL in
 the middle of a DecodeStream and restarted on the same port (the client sends again what was
-not answered; every message gets exactly one, correct result), and SIGTERM while clients
-send unary Decode and V2 ModelInfer calls (each call is answered correctly or refused with
-UNAVAILABLE/CANCELLED; none hangs or gets another error; the process exits 0)."""
+not answered; every message gets exactly one, correct result), the same across a graceful
+stop and restart, and SIGTERM while clients send unary Decode and V2 ModelInfer calls (each
+call is answered correctly or refused with UNAVAILABLE/CANCELLED; none hangs or gets another
+error; the process exits 0)."""
 
 from __future__ import annotations
 
@@ -160,6 +161,70 @@ def test_kill_9_during_a_stream_each_message_gets_exactly_one_result(
     second.proc.send_signal(signal.SIGTERM)
     assert second.proc.wait(timeout=30) == 0, second.log()
     assert "Traceback" not in second.log()
+
+
+# -- a graceful stop during a DecodeStream -------------------------------------------------
+def _stream_across_a_restart(
+    repo: Path, local: Model, frontend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A DecodeStream of 40 paced messages; after 10 answers the server stops (grace
+    0.2 s) and another starts on the same port. The 15th message waits for the new server,
+    so the old one stops while its handler waits for the client's next message."""
+    from latentwire.runtime.server.app import ServeConfig, Server
+
+    def config(port: int) -> ServeConfig:
+        return ServeConfig(
+            models=repo, host="127.0.0.1", port=port, poll_seconds=0, frontend=frontend
+        )
+
+    first = Server(config(0))
+    port = first.start()
+    started: list[Any] = [first]
+    zs = [np.full((1, 8), i / 10, np.float32) for i in range(40)]
+
+    restarted = threading.Event()
+
+    def messages() -> Iterator[codec_pb2.Codes]:
+        for i, z in enumerate(zs):
+            time.sleep(0.01)
+            if i == 15:
+                restarted.wait(30)
+            yield local.to_codes(z)
+
+    def restart() -> None:
+        first.stop(grace=0.2)
+        second = Server(config(port))
+        second.start()
+        started.append(second)
+        restarted.set()
+
+    real_sleep = client_mod._sleep
+    monkeypatch.setattr(client_mod, "_sleep", lambda s: real_sleep(min(s, 0.05)))
+    results: list[Any] = []
+    restarter = threading.Thread(target=restart)
+    try:
+        with Client(f"127.0.0.1:{port}", retries=40, backoff=0.02, timeout=60) as client:
+            for r in client.decode_stream(messages()):
+                results.append(r)
+                if len(results) == 10:
+                    restarter.start()
+        restarter.join(timeout=30)
+    finally:
+        restarted.set()
+        for srv in started:
+            srv.stop(grace=0)
+    assert len(started) == 2, "the second server never started"
+    assert [r.id for r in results] == [str(i) for i in range(len(zs))]
+    for r, z in zip(results, zs, strict=True):
+        np.testing.assert_allclose(r.unwrap(), local.decode(z), atol=1e-6)
+
+
+def test_a_stream_goes_on_across_a_graceful_restart(
+    repo: Path, local: Model, frontend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rolling restart: the stream the stopping server ends is resumed on the new one,
+    each message answered once."""
+    _stream_across_a_restart(repo, local, frontend, monkeypatch)
 
 
 # -- SIGTERM under load --------------------------------------------------------------------
