@@ -174,7 +174,11 @@ def _stream_across_a_restart(
 
     def config(port: int) -> ServeConfig:
         return ServeConfig(
-            models=repo, host="127.0.0.1", port=port, poll_seconds=0, frontend=frontend
+            models=repo,
+            host="127.0.0.1",
+            port=port,
+            poll_seconds=0,
+            frontend="native" if frontend == "native" else "grpcio",
         )
 
     first = Server(config(0))
