@@ -38,6 +38,7 @@ WIRE_DTYPES = frozenset(
 )
 MAX_DIMS = 32
 """Most dimensions a wire tensor may have (numpy's own limit is 64)."""
+_MAX_NBYTES = int(np.iinfo(np.intp).max)
 OUTPUT_DTYPES = ("float32", "float16")
 """Reconstruction dtypes a client may ask the server for (DecodeRequest.output_dtype)."""
 
@@ -65,6 +66,9 @@ def tensor_to_array(tensor: codec_pb2.Tensor) -> np.ndarray:
     if any(s < 0 for s in shape):
         raise CodesError(f"tensor shape {shape} has a negative dimension")
     dtype = np.dtype(tensor.dtype).newbyteorder("<")
+    if math.prod(max(s, 1) for s in shape) * dtype.itemsize > _MAX_NBYTES:
+        # numpy refuses such a shape even with a zero dimension (ValueError)
+        raise CodesError(f"tensor shape {list(shape)} is too large for an array")
     expected = math.prod(shape) * dtype.itemsize  # exact: np.prod would wrap on huge shapes
     if len(tensor.data) != expected:
         raise CodesError(

@@ -14,7 +14,15 @@ from . import _ort
 from ._proto.v1 import codec_pb2
 from .errors import CodesError, FingerprintMismatch, InputError, IntegrityError, PackageError
 from .formats import CODES_OUTPUT, CodeFormat
-from .manifest import FINGERPRINT_KEY, ROLES, Manifest, TensorSpec, compute_fingerprint
+from .manifest import (
+    FINGERPRINT_KEY,
+    ROLES,
+    Manifest,
+    TensorSpec,
+    compute_fingerprint,
+    package_file,
+    read_package_file,
+)
 
 log = logging.getLogger("latentwire.runtime")
 
@@ -69,21 +77,185 @@ def _check_batch(array: Any, spec: TensorSpec, *, what: str, allow_int: bool) ->
     return arr
 
 
-def read_verified(path: Path, manifest: Manifest, role: str) -> bytes:
-    """Read a package's graph file, checking its sha256 against the manifest."""
+MAX_GRAPH_BYTES = 1 << 30
+"""Largest graph file loaded by default (ONNX protobuf itself stops at 2 GiB; this
+project's graphs are kilobytes to megabytes); `Model(max_graph_bytes=...)` changes it."""
+
+
+def read_verified(
+    path: Path, manifest: Manifest, role: str, *, max_bytes: int = MAX_GRAPH_BYTES
+) -> bytes:
+    """Read a package's graph file: a regular file inside the package folder (symlinks
+    resolved), at most `max_bytes`, with the sha256 the manifest names, and a single-file
+    ONNX graph (no external data, see `check_graph`)."""
     entry = manifest.files[role]
-    file = path / entry["path"]
+    shown = path / entry["path"]
+    file = package_file(path, entry["path"])
     try:
-        blob: bytes = file.read_bytes()
+        blob = read_package_file(file, max_bytes)
     except OSError as exc:
-        raise PackageError(f"cannot read {file}: {exc.strerror}") from None
+        raise PackageError(f"cannot read {shown}: {exc.strerror}") from None
+    except PackageError as exc:
+        raise PackageError(f"{role} graph: {exc}") from None
     digest = hashlib.sha256(blob).hexdigest()
     if digest != entry["sha256"]:
         raise IntegrityError(
-            f"{file} has sha256 {digest[:16]}..., the manifest expects "
+            f"{shown} has sha256 {digest[:16]}..., the manifest expects "
             f"{entry['sha256'][:16]}...: the file was changed after export"
         )
+    check_graph(blob, shown)
     return blob
+
+
+# -- what a graph may hold: a minimal walk of the ONNX protobuf (no onnx import) ----------
+class _Malformed(Exception):
+    """The bytes are not valid protobuf."""
+
+
+_TENSOR, _SPARSE, _GRAPH, _NODE, _ATTR, _FUNC, _TRAIN, _MODEL = range(8)
+_KINDS = (
+    "TensorProto",
+    "SparseTensorProto",
+    "GraphProto",
+    "NodeProto",
+    "AttributeProto",
+    "FunctionProto",
+    "TrainingInfoProto",
+    "ModelProto",
+)
+_SUBMESSAGES: dict[int, dict[int, int]] = {
+    # every field of onnx.proto that holds (a message that can hold) a TensorProto;
+    # tests/test_package_safety.py checks these numbers against onnx's own descriptors
+    _MODEL: {7: _GRAPH, 20: _TRAIN, 25: _FUNC},
+    _GRAPH: {1: _NODE, 5: _TENSOR, 15: _SPARSE},
+    _NODE: {5: _ATTR},
+    _ATTR: {5: _TENSOR, 6: _GRAPH, 10: _TENSOR, 11: _GRAPH, 22: _SPARSE, 23: _SPARSE},
+    _SPARSE: {1: _TENSOR, 2: _TENSOR},
+    _FUNC: {7: _NODE, 11: _ATTR},
+    _TRAIN: {1: _GRAPH, 2: _GRAPH},
+    _TENSOR: {},
+}
+_TENSOR_NAME, _EXTERNAL_DATA, _DATA_LOCATION = 8, 13, 14
+_MAX_NESTING = 100
+"""protobuf's own default recursion limit"""
+
+
+def _varint(buf: memoryview, pos: int, end: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= end:
+            raise _Malformed(f"a varint runs past the end of its message at byte {pos}")
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, pos
+        shift += 7
+        if shift >= 70:
+            raise _Malformed(f"a varint longer than 10 bytes ends at byte {pos}")
+
+
+def _field(buf: memoryview, pos: int, end: int, depth: int) -> tuple[int, int, int, int, int]:
+    """The field at `pos`: (number, wire type, a, b, where the next field starts). A varint
+    comes as a = its value; a length-delimited field as buf[a:b]; a group is skipped whole;
+    an end-group key (wire type 4) is returned for the caller to match."""
+    key, pos = _varint(buf, pos, end)
+    field, wire = key >> 3, key & 7
+    if not 0 < field < 1 << 29:
+        raise _Malformed(f"field number {field} at byte {pos}")
+    a = b = pos
+    if wire == 0:
+        a, pos = _varint(buf, pos, end)
+    elif wire == 1 or wire == 5:
+        pos += 8 if wire == 1 else 4
+    elif wire == 2:
+        size, a = _varint(buf, pos, end)
+        pos = b = a + size
+    elif wire == 3:
+        pos = _skip_group(buf, pos, end, field, depth + 1)
+    elif wire != 4:
+        raise _Malformed(f"wire type {wire} of field {field} at byte {pos}")
+    if pos > end:
+        raise _Malformed(f"field {field} runs past the end of its message")
+    return field, wire, a, b, pos
+
+
+def _fields(buf: memoryview, pos: int, end: int, depth: int) -> Iterator[tuple[int, int, int, int]]:
+    """(number, wire type, a, b) of each field of the message in buf[pos:end]."""
+    while pos < end:
+        field, wire, a, b, pos = _field(buf, pos, end, depth)
+        if wire == 4:
+            raise _Malformed(f"field {field} ends a group that never started")
+        yield field, wire, a, b
+
+
+def _skip_group(buf: memoryview, pos: int, end: int, group: int, depth: int) -> int:
+    """Where the group `group` that starts at `pos` ends."""
+    if depth > _MAX_NESTING:
+        raise _Malformed(f"groups nested more than {_MAX_NESTING} deep")
+    while pos < end:
+        field, wire, _, _, pos = _field(buf, pos, end, depth)
+        if wire == 4:
+            if field != group:
+                raise _Malformed(f"group {group} is closed by field {field}")
+            return pos
+    raise _Malformed(f"group {group} is not closed")
+
+
+class _External(Exception):
+    def __init__(self, name: str, location: str) -> None:
+        super().__init__(name, location)
+        self.name, self.location = name, location
+
+
+def _walk(buf: memoryview, pos: int, end: int, kind: int, depth: int) -> None:
+    """Walk one message of type `kind`, raising _External at the first tensor whose data
+    lies outside the graph file, _Malformed at bytes that are not protobuf."""
+    if depth > _MAX_NESTING:
+        raise _Malformed(f"messages nested more than {_MAX_NESTING} deep")
+    subs = _SUBMESSAGES[kind]
+    name, location, external = "", "", False
+    for field, wire, start, stop in _fields(buf, pos, end, depth):
+        if wire == 2 and field in subs:
+            _walk(buf, start, stop, subs[field], depth + 1)
+        elif kind == _TENSOR:
+            if field == _DATA_LOCATION and wire == 0 and start != 0:
+                external = True
+            elif field == _EXTERNAL_DATA and wire == 2:
+                external = True
+                for key_field, key_wire, a, b in _fields(buf, start, stop, depth + 1):
+                    if key_field == 2 and key_wire == 2:
+                        location = location or bytes(buf[a:b]).decode("utf-8", "replace")
+            elif field == _TENSOR_NAME and wire == 2:
+                name = bytes(buf[start:stop]).decode("utf-8", "replace")
+    if external:
+        raise _External(name, location)
+
+
+def check_graph(blob: bytes, file: Path | str) -> None:
+    """Refuse a graph that ONNX Runtime would not load from these bytes alone.
+
+    A package holds single-file ONNX graphs: any tensor with external data (a `location`
+    ONNX Runtime would open relative to the working directory, `../` and absolute paths
+    included: the CVE-2024-27318 class) is refused, as are ORT-format models and bytes
+    that are not protobuf. This walks the protobuf wire format along the fields of
+    onnx.proto that can hold tensors (graphs, nodes' attributes, subgraphs, functions,
+    training info); it imports no onnx.
+    """
+    if blob[4:8] == b"ORTM":
+        raise PackageError(f"{file} is an ORT-format model; a package holds ONNX graphs")
+    try:
+        _walk(memoryview(blob), 0, len(blob), _MODEL, 0)
+    except _External as ext:
+        raise PackageError(
+            f"{file}: tensor {ext.name!r} keeps its data in an external file "
+            f"{ext.location!r}; a model package holds single-file graphs (no external data)"
+        ) from None
+    except _Malformed as exc:
+        raise PackageError(
+            f"{file} is not an ONNX graph ({exc}): ONNX Runtime {_ort.ort.__version__} "  # type: ignore[attr-defined]
+            "cannot load the graph"
+        ) from None
 
 
 class Model:
@@ -91,6 +263,11 @@ class Model:
 
     `roles` picks the graphs to load: an edge device that only encodes needs a package
     with just `encoder.onnx` and `manifest.json`, and loads `roles=("encoder",)`.
+
+    Nothing reaches ONNX Runtime before the whole package is checked: the manifest (sizes
+    included), files that stay inside the package folder (and inside `root`, the model
+    repository, when given), graphs of at most `max_graph_bytes` with the manifest's
+    sha256 and no external data.
     """
 
     def __init__(
@@ -101,28 +278,29 @@ class Model:
         threads: int = 0,
         batch_size: int = DEFAULT_BATCH,
         roles: tuple[str, ...] = ROLES,
+        root: str | Path | None = None,
+        max_graph_bytes: int = MAX_GRAPH_BYTES,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if not roles or any(r not in ROLES for r in roles):
             raise ValueError(f"roles must be a non-empty subset of {ROLES}, got {roles}")
         self.path = Path(path)
-        self.manifest = m = Manifest.load(self.path)
+        self.manifest = m = Manifest.load(self.path, root=root)
         self.batch_size = batch_size
         if compute_fingerprint(m.raw) != m.fingerprint:
             raise IntegrityError(
                 f"{self.path}: manifest fingerprint {m.fingerprint} does not match its contract "
                 "fields (the manifest was edited after export)"
             )
-        self._sessions = {
-            role: _ort.create_session(
-                read_verified(self.path, m, role),
-                providers,
-                threads=threads,
-                label=f"{m.name} {role}",
-            )
-            for role in roles
+        blobs = {
+            role: read_verified(self.path, m, role, max_bytes=max_graph_bytes) for role in roles
         }
+        self._sessions = {
+            role: _ort.create_session(blob, providers, threads=threads, label=f"{m.name} {role}")
+            for role, blob in blobs.items()
+        }
+        del blobs
         io_names = {
             "encoder": (m.input.name, CODES_OUTPUT, m.latent.name),
             "decoder": (m.latent.name, m.output.name),
@@ -296,8 +474,9 @@ class Model:
         if shape is None:
             return x_hat
         spec = self.manifest.output
+        # only free sides (images) are ever padded; a fixed one must come back whole
         fits = len(shape) == x_hat.ndim - 1 and all(
-            0 < s <= got and (want is not None or got - s < spec.multiple_of)
+            s == got if want is not None else 0 < s <= got and got - s < spec.multiple_of
             for s, got, want in zip(shape, x_hat.shape[1:], spec.shape, strict=True)
         )
         if not fits:
@@ -342,6 +521,16 @@ def load(
     providers: _ort.Providers = "auto",
     threads: int = 0,
     roles: tuple[str, ...] = ROLES,
+    root: str | Path | None = None,
+    max_graph_bytes: int = MAX_GRAPH_BYTES,
 ) -> Model:
-    """Load and verify a model package directory (both graphs, or only `roles`)."""
-    return Model(path, providers=providers, threads=threads, roles=roles)
+    """Load and verify a model package directory (both graphs, or only `roles`); see
+    `Model` for `root` and `max_graph_bytes`."""
+    return Model(
+        path,
+        providers=providers,
+        threads=threads,
+        roles=roles,
+        root=root,
+        max_graph_bytes=max_graph_bytes,
+    )
