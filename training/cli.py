@@ -6,6 +6,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +51,29 @@ def _need_torch() -> None:
         ) from None
 
 
+_PARSERS: dict[str, argparse.ArgumentParser] = {}
+"""The subcommand parsers, for rebuilding a command line (the resume hint after Ctrl-C)."""
+
+
+def _add_threads_arg(p: Any) -> None:
+    p.add_argument(
+        "--threads",
+        type=positive(int),
+        metavar="N",
+        help="CPU threads for torch (default: half the CPU cores, at most 4, at least 1). "
+        "More threads than free cores make small models several times slower: 20 digits "
+        "epochs took 4-6 s on 1 thread and 28-83 s on 2 on a busy 2-core machine",
+    )
+
+
+def _add_force_arg(p: Any, what: str) -> None:
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help=f"replace {what} (refused otherwise, so that an earlier run is never lost)",
+    )
+
+
 def _add_training_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument(
@@ -65,10 +91,10 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--hidden",
         type=_hidden,
-        default=(128, 64),
         metavar="W1,W2,...",
         help="dense hidden widths, encoder side; the decoder mirrors them; none = no hidden "
-        "layers, a single linear map each way (default: 128,64)",
+        "layers, a single linear map each way (default: 256,128 with --codec entropy, "
+        "else 128,64)",
     )
     g.add_argument(
         "--channels",
@@ -104,7 +130,13 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
         "none for digits, /255 for 8-bit images, /peak for deeper ones, standard otherwise)",
     )
     g.add_argument(
-        "--epochs", type=positive(int), default=300, help="maximum epochs (default: 300)"
+        "--epochs",
+        type=positive(int),
+        default=300,
+        help="maximum epochs; the first epoch logs an estimate of the whole run and, past "
+        "10 minutes, how many epochs fit in 10 (sample-images: about 13 s an epoch on one "
+        "core of a 2-core VM, so 300 take about an hour; --epochs 40 about 9 min) "
+        "(default: 300)",
     )
     g.add_argument("--batch-size", type=positive(int), default=64, help="(default: 64)")
     g.add_argument(
@@ -145,6 +177,7 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
         default="auto",
         help="auto = CUDA when torch sees a GPU (mixed precision there) (default: auto)",
     )
+    _add_threads_arg(g)
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g = p.add_argument_group("codes")
     _add_codec_args(p, g, training=True)
@@ -178,6 +211,12 @@ def _add_codec_args(p: argparse.ArgumentParser, g: Any, *, training: bool) -> No
 
 
 def add_command(sub: Any, name: str) -> None:
+    _add_command(sub, name)
+    if name in sub.choices:
+        _PARSERS[name] = sub.choices[name]
+
+
+def _add_command(sub: Any, name: str) -> None:
     if name == "train":
         p = sub.add_parser(
             "train",
@@ -214,6 +253,7 @@ def add_command(sub: Any, name: str) -> None:
         p.add_argument(
             "--resume", action="store_true", help="continue from --checkpoint if it exists"
         )
+        _add_force_arg(p, "an existing package at --out and start over an existing --checkpoint")
         _add_training_args(p)
         p.set_defaults(func=run_train)
     elif name == "export":
@@ -233,6 +273,8 @@ def add_command(sub: Any, name: str) -> None:
             "--out", type=Path, required=True, metavar="DIR", help="model package to write"
         )
         p.add_argument("--name", help="model name (default: the checkpoint's)")
+        _add_force_arg(p, "an existing package at --out")
+        _add_threads_arg(p)
         _add_codec_args(p, p.add_argument_group("codes"), training=False)
         p.set_defaults(func=run_export)
     elif name == "evaluate":
@@ -287,6 +329,13 @@ def add_command(sub: Any, name: str) -> None:
         p.add_argument("--seed", type=int, default=0, help="(default: 0)")
         p.add_argument("--epochs", type=positive(int), default=300, help="(default: 300)")
         p.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON")
+        p.add_argument(
+            "--force",
+            action="store_true",
+            help="replace a package at --out that another command made (the demo's own "
+            "earlier output is always replaced)",
+        )
+        _add_threads_arg(p)
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
         p.set_defaults(func=run_demo)
 
@@ -295,53 +344,105 @@ def run_train(args: argparse.Namespace) -> int:
     _need_torch()
     from .data import load_data
     from .pipeline import train_and_export
+    from .trainer import use_threads
 
+    use_threads(args.threads)
     data = load_data(args.data, key=args.key, patch=args.patch)
     name = args.name or data.name
-    result = train_and_export(
-        data,
-        name=name,
-        out=args.out or Path("models") / name,
-        checkpoint=args.checkpoint or Path("runs") / name / "checkpoint.pt",
-        resume=args.resume,
-        model=args.model,
-        latent_dim=args.latent_dim,
-        hidden=args.hidden,
-        channels=args.channels,
-        activation=args.activation,
-        normalize=args.normalize,
-        loss=args.loss,
-        noise=args.noise,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        patience=args.patience,
-        val_fraction=args.val_fraction,
-        seed=args.seed,
-        device=args.device,
-        progress=not args.no_progress,
-        codec=args.codec,
-        rate_lambda=args.rate_lambda,
-        clip_grad=args.clip_grad,
-        prior_lr_scale=args.prior_lr_scale,
-        int8_weights=args.int8_weights,
-        data_options={"key": args.key, "patch": args.patch},
-    )
+    checkpoint = args.checkpoint or Path("runs") / name / "checkpoint.pt"
+    started = time.time()
+    try:
+        result = train_and_export(
+            data,
+            name=name,
+            out=args.out or Path("models") / name,
+            checkpoint=checkpoint,
+            resume=args.resume,
+            force=args.force,
+            model=args.model,
+            latent_dim=args.latent_dim,
+            hidden=args.hidden,
+            channels=args.channels,
+            activation=args.activation,
+            normalize=args.normalize,
+            loss=args.loss,
+            noise=args.noise,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            weight_decay=args.weight_decay,
+            patience=args.patience,
+            val_fraction=args.val_fraction,
+            seed=args.seed,
+            device=args.device,
+            progress=not args.no_progress,
+            codec=args.codec,
+            rate_lambda=args.rate_lambda,
+            clip_grad=args.clip_grad,
+            prior_lr_scale=args.prior_lr_scale,
+            int8_weights=args.int8_weights,
+            data_options={"key": args.key, "patch": args.patch},
+        )
+    except KeyboardInterrupt:
+        print(f"latentwire: {_interrupted(args, checkpoint, started)}", file=sys.stderr)
+        return 130
     print(result.summary())
     return 0
+
+
+def _interrupted(args: argparse.Namespace, checkpoint: Path, started: float) -> str:
+    """The one line after Ctrl-C in `train`: what the checkpoint holds and the command
+    that resumes from it."""
+    try:
+        fresh = checkpoint.stat().st_mtime > started - 1.0  # (coarse file clocks)
+    except OSError:
+        fresh = False
+    if not (fresh or (args.resume and checkpoint.exists())):
+        kept = f"; {checkpoint} from an earlier run is untouched" if checkpoint.exists() else ""
+        return f"interrupted before the first epoch ended; nothing was saved{kept}"
+    from .trainer import load_checkpoint
+
+    try:
+        epoch = f"epoch {load_checkpoint(checkpoint)['epoch']} of {args.epochs}"
+    except Exception:  # the hint must not fail: a checkpoint it cannot read is still named
+        epoch = "the last finished epoch"
+    return f"interrupted; {checkpoint} holds {epoch}: resume with: {_command_line(args)}"
+
+
+def _command_line(args: argparse.Namespace) -> str:
+    """`latentwire train ...` with the flags given this time (those that differ from the
+    defaults) and --resume: the command that continues this run."""
+    parts = ["latentwire", "train"]
+    for action in _PARSERS["train"]._actions:
+        if not action.option_strings or action.dest in ("help", "resume"):
+            continue
+        value = getattr(args, action.dest, None)
+        if value is None or value == action.default:
+            continue
+        flag = action.option_strings[-1]
+        if action.nargs == 0:  # store_true
+            parts.append(flag)
+        elif isinstance(value, tuple):
+            parts += [flag, ",".join(str(v) for v in value) or "none"]
+        else:
+            parts += [flag, str(value)]
+    parts.append("--resume")
+    return " ".join(shlex.quote(p) for p in parts)
 
 
 def run_export(args: argparse.Namespace) -> int:
     _need_torch()
     from .pipeline import export_checkpoint
+    from .trainer import use_threads
 
+    use_threads(args.threads)
     manifest = export_checkpoint(
         args.checkpoint,
         out=args.out,
         name=args.name,
         codec=args.codec,
         int8_weights=args.int8_weights,
+        force=args.force,
     )
     print(
         f"exported {manifest['name']} (fingerprint {manifest['fingerprint']}, codes "
@@ -374,13 +475,16 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def run_demo(args: argparse.Namespace) -> int:
     _need_torch()
     from .demo import format_report, run
+    from .trainer import use_threads
 
+    use_threads(args.threads)
     report = run(
         out=args.out,
         latent_dim=args.latent_dim,
         seed=args.seed,
         epochs=args.epochs,
         progress=not args.no_progress,
+        force=args.force,
     )
     print(format_report(report))
     if args.json:

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -18,14 +19,33 @@ from typing import Any
 import numpy as np
 
 from latentwire.runtime import load, read_codes_file, write_codes_file
+from latentwire.runtime.manifest import MANIFEST_FILE
 
 from .data import Dataset, load_data, split
 from .pipeline import psnr, train_and_export
 
+DEMO_NAME = "digits-demo"
+
+
+def _own_output(out: Path) -> bool:
+    """Whether `out` holds a package an earlier demo wrote (the demo replaces those)."""
+    try:
+        return bool(json.loads((out / MANIFEST_FILE).read_text()).get("name") == DEMO_NAME)
+    except (OSError, ValueError, AttributeError):
+        return False
+
 
 def run(
-    *, out: Path, latent_dim: int = 8, seed: int = 0, epochs: int = 300, progress: bool = True
+    *,
+    out: Path,
+    latent_dim: int = 8,
+    seed: int = 0,
+    epochs: int = 300,
+    progress: bool = True,
+    force: bool = False,
 ) -> dict[str, Any]:
+    """The demo, end to end. It replaces its own earlier package at `out` (so the README's
+    command can be run again); any other package there only with `force`."""
     t0 = time.perf_counter()
     digits = load_data("digits")
     rest_idx, test_idx = split(len(digits.x), 0.2, seed)
@@ -33,10 +53,11 @@ def run(
     x_test = digits.x[test_idx]
     trained = train_and_export(
         rest,
-        name="digits-demo",
+        name=DEMO_NAME,
         out=out,
         checkpoint=None,
         resume=False,
+        force=force or _own_output(out),
         latent_dim=latent_dim,
         epochs=epochs,
         seed=seed,

@@ -225,14 +225,49 @@ def check_parity(
     return worst
 
 
-def check_destination(out: str | Path) -> Path:
-    """A package may replace an older package or fill an empty/new folder, nothing else."""
+def check_destination(out: str | Path, *, replace: bool = True) -> Path:
+    """A package may fill a new or empty folder, or replace an older package when `replace`
+    is true; anything else is refused (ExportError)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ExportError(f"{out} is a file; --out names a folder for the model package")
-    if out.exists() and any(out.iterdir()) and not (out / MANIFEST_FILE).exists():
+    if not out.exists() or not any(out.iterdir()):
+        return out
+    if not (out / MANIFEST_FILE).exists():
         raise ExportError(f"{out} exists and is not a model package; choose another --out")
+    if not replace:
+        raise ExportError(
+            f"{out} already holds a model package{_package_label(out)}: pass --force to "
+            "replace it, or --out DIR to write elsewhere"
+        )
     return out
+
+
+def _package_label(out: Path) -> str:
+    """ " (name, fingerprint ...)" of the package in `out`, or "" when unreadable."""
+    try:
+        manifest = json.loads((out / MANIFEST_FILE).read_text())
+        return f" ({manifest['name']}, fingerprint {manifest['fingerprint']})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+
+
+def _move_into_place(tmp: Path, out: Path) -> None:
+    """Rename the finished package folder `tmp` to `out`. An older package at `out` is moved
+    aside first and deleted only once the new one is in place; if the move fails or is
+    interrupted, the older package goes back, so `out` never ends up half-written."""
+    if not out.exists():
+        tmp.rename(out)
+        return
+    aside = out.parent / f"{tmp.name}.previous"
+    out.rename(aside)
+    try:
+        tmp.rename(out)
+    except BaseException:
+        if not out.exists():
+            aside.rename(out)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def _sha256(data: bytes) -> str:
@@ -269,8 +304,14 @@ def export_package(
     codes: CodeFormat | None = None,
     info: dict[str, Any] | None = None,
     int8_weights: bool = False,
+    replace: bool = True,
 ) -> dict[str, Any]:
     """Export `model` to a package at `out`; returns the manifest.
+
+    The package is written into a temporary folder beside `out` and renamed into place, so
+    an interrupted export leaves whatever `out` held before. An older package at `out` is
+    replaced only when `replace` is true (ExportError otherwise, checked before any work
+    and again before the rename).
 
     `samples` are inputs in model (normalised) units used for the parity check; real data
     keeps the check honest about the values the graphs will see. `codes` is the code
@@ -279,7 +320,7 @@ def export_package(
     `int8_weights` stores the encoder's weights as int8 (its size and PSNR cost on
     `samples` are recorded under files.encoder.int8_weights).
     """
-    out = check_destination(out)
+    out = check_destination(out, replace=replace)
     model = model.to("cpu").float().eval()
     samples = np.ascontiguousarray(samples, dtype=np.float32)
     example = torch.from_numpy(samples[:2])
@@ -404,9 +445,8 @@ def export_package(
         for role, blob in blobs.items():
             (tmp / f"{role}.onnx").write_bytes(blob)
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
+        check_destination(out, replace=replace)  # another run may have written it meanwhile
+        _move_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
