@@ -277,6 +277,30 @@ def test_jpeg_and_webp_points(channels: int) -> None:
         jpeg_points(np.repeat(images[:, :1], 2, axis=1), (50,))
 
 
+def test_codec_points_over_images_of_different_sizes() -> None:
+    """A list of images of different sizes gives one point per quality: bytes summed over
+    the images, PSNR from one MSE over every pixel, SSIM the mean over the images."""
+    small, big = _smooth_images(1, 3, 16, seed=1), _smooth_images(1, 3, 40, seed=2)
+    for fn in (jpeg_points, webp_points):
+        (both,) = fn([small, big], (50,))
+        (a,), (b,) = fn(small, (50,)), fn(big, (50,))
+        assert both.params == {"quality": 50, "images": 2}
+        assert both.bytes_per_sample == (a.bytes_per_sample + b.bytes_per_sample) / 2
+        assert both.file_bytes_per_sample == pytest.approx(
+            ((a.file_bytes_per_sample or 0) + (b.file_bytes_per_sample or 0)) / 2
+        )
+        assert a.psnr_db is not None and b.psnr_db is not None and both.psnr_db is not None
+        se = [10 ** (-p / 10) * n for p, n in ((a.psnr_db, small.size), (b.psnr_db, big.size))]
+        pooled = -10 * math.log10(sum(se) / (small.size + big.size))
+        assert both.psnr_db == pytest.approx(pooled, abs=1e-9)
+        assert both.ssim == pytest.approx(((a.ssim or 0) + (b.ssim or 0)) / 2)
+        assert both.bpp == pytest.approx(8 * both.bytes_per_sample / ((16 * 16 + 40 * 40) / 2))
+    u8 = [np.clip(np.rint(i), 0, 255).astype(np.uint8) for i in (small, big)]
+    zl, _ = lossless_points(u8)
+    assert zl.bytes_per_sample == sum(len(zlib.compress(i.tobytes(), 9)) for i in u8) / 2
+    assert zl.params["images"] == 2
+
+
 def test_lossless_points() -> None:
     x = (np.arange(40 * 64) % 17).astype(np.uint8).reshape(40, 1, 8, 8)
     zl, zs = lossless_points(x)

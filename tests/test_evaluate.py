@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -94,3 +95,135 @@ def test_bad_inputs_give_one_line(
                  "--report", str(out)]) == 1  # fmt: skip
     assert "64" in error_line(capsys)  # the feature count the model expects
     assert not (out / "report.json").exists()
+
+
+# ---- issue 11: several test images, and evaluate run from another directory -------------
+
+
+def _save_crops(folder: Path, sizes: list[tuple[int, int]], photo: int) -> Path:
+    """Crops of one of scikit-learn's photos as PNGs, (height, width) each."""
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    folder.mkdir(parents=True)
+    img = load_sample_images().images[photo]
+    for i, (h, w) in enumerate(sizes):
+        top, left = 40 * i + 100, 30 * i + 150
+        Image.fromarray(img[top : top + h, left : left + w]).save(folder / f"crop{i}.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def folder_pkg(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """An image model trained with a relative --data folder: (root, package)."""
+    root = tmp_path_factory.mktemp("trained-here")
+    _save_crops(root / "imgs", [(32, 32)] * 8, photo=0)
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        argv = ["-q", "train", "--data", "imgs", "--channels", "8,8", "--latent-dim", "4"]
+        argv += ["--epochs", "1", "--threads", "1", "--no-progress"]
+        assert main([*argv, "--out", "models/pkg", "--checkpoint", "runs/c.pt"]) == 0
+    finally:
+        os.chdir(cwd)
+    return root, root / "models" / "pkg"
+
+
+def _evaluate_elsewhere(
+    pkg: Path, data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> int:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(exist_ok=True)
+    monkeypatch.chdir(elsewhere)
+    argv = ["evaluate", "--model", str(pkg), "--data", str(data), "--report", "rep", "--json"]
+    return main(argv)
+
+
+def test_manifest_stores_the_resolved_data_path(folder_pkg: tuple[Path, Path]) -> None:
+    root, pkg = folder_pkg
+    manifest = json.loads((pkg / "manifest.json").read_text())
+    assert manifest["training"]["data"] == str((root / "imgs").resolve())
+
+
+def test_several_test_images_from_another_directory(
+    folder_pkg: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Three test images of different sizes, evaluated from another directory: one JPEG and
+    one WebP point per quality over all three images (bytes summed, one MSE), rising with
+    the quality, no 'first image only' warning, lossless sizes of all three."""
+    _, pkg = folder_pkg
+    tests = _save_crops(tmp_path / "test", [(48, 40), (32, 64), (40, 40)], photo=1)
+    assert _evaluate_elsewhere(pkg, tests, tmp_path, monkeypatch) == 0
+    err = capsys.readouterr().err
+    assert "first test image" not in err
+    report = _report(tmp_path / "elsewhere" / "rep")
+    assert report["data"]["n_test"] == 3
+    pixels = (48 * 40 + 32 * 64 + 40 * 40) / 3
+    for method in ("jpeg", "webp"):
+        pts = [p for p in report["points"] if p["method"] == method]
+        qualities = [p["params"]["quality"] for p in pts]
+        assert qualities == sorted(set(qualities)) and len(qualities) >= 5, qualities
+        assert all(p["params"]["images"] == 3 for p in pts)
+        rates = [p["bytes_per_sample"] for p in pts]
+        assert rates == sorted(rates)
+        assert [p["psnr_db"] for p in pts] == sorted(p["psnr_db"] for p in pts)
+        for p in pts:
+            assert p["bpp"] == pytest.approx(8 * p["bytes_per_sample"] / pixels, rel=1e-3)
+    lossless = [p for p in report["points"] if p["lossless"]]
+    assert sorted(p["method"] for p in lossless) == ["zlib", "zstd"]
+    assert all(p["params"]["images"] == 3 for p in lossless)
+    md = (tmp_path / "elsewhere" / "rep" / "report.md").read_text()
+    assert "every quality is applied to all 3 test images" in md
+
+
+def test_old_relative_data_path_is_found_near_the_package(
+    folder_pkg: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Packages made before the path was stored resolved hold it relative to where `train`
+    ran: evaluate finds it from the package's folders up, or says clearly what is missing."""
+    import shutil
+
+    root, pkg = folder_pkg
+    old_root = tmp_path / "old"
+    shutil.copytree(root / "imgs", old_root / "imgs")
+    old_pkg = old_root / "models" / "pkg"
+    shutil.copytree(pkg, old_pkg)
+    manifest = json.loads((old_pkg / "manifest.json").read_text())
+    manifest["training"]["data"] = "imgs"
+    (old_pkg / "manifest.json").write_text(json.dumps(manifest))
+    tests = _save_crops(tmp_path / "test", [(32, 32)], photo=1)
+    assert _evaluate_elsewhere(old_pkg, tests, tmp_path, monkeypatch) == 0
+    capsys.readouterr()
+    shutil.rmtree(old_root / "imgs")
+    assert _evaluate_elsewhere(old_pkg, tests, tmp_path, monkeypatch) == 1
+    line = error_line(capsys)
+    assert "'imgs'" in line and str(old_pkg) in line and "relative" in line, line
+
+
+def test_array_model_evaluated_from_another_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A model trained on ./data.npy is evaluated on the same file from elsewhere: it is
+    recognised as its training data (its validation split is the test set, no warning)."""
+    import numpy as np
+
+    trained_here = tmp_path / "here"
+    trained_here.mkdir()
+    rng = np.random.default_rng(0)
+    np.save(trained_here / "data.npy", (rng.normal(size=(300, 4)) @ rng.normal(size=(4, 12))))
+    monkeypatch.chdir(trained_here)
+    argv = ["-q", "train", "--data", "data.npy", "--epochs", "1", "--hidden", "8"]
+    argv += ["--latent-dim", "2", "--threads", "1", "--no-progress"]
+    assert main([*argv, "--out", "m", "--checkpoint", "c.pt"]) == 0
+    capsys.readouterr()
+    pkg = trained_here / "m"
+    assert _evaluate_elsewhere(pkg, trained_here / "data.npy", tmp_path, monkeypatch) == 0
+    assert "was trained on" not in capsys.readouterr().err
+    report = _report(tmp_path / "elsewhere" / "rep")
+    assert report["data"]["n_test"] == 60

@@ -506,55 +506,75 @@ def webp_payload_bytes(data: bytes) -> int:
 
 
 def _codec_points(
-    images: np.ndarray,
+    images: np.ndarray | Sequence[np.ndarray],
     qualities: Sequence[int],
     *,
     data_range: float,
     method: str,
 ) -> list[Point]:
+    """One point per quality over all images. `images` is one (N, C, H, W) array or a list
+    of them (e.g. whole test images of different sizes, (1, C, H, W) each): every quality is
+    applied to every image, bytes are summed, PSNR is one MSE over every pixel and SSIM the
+    mean over the images, as for the autoencoder's points."""
     who = f"{method}_points"
-    imgs = _check_images(images, who)
-    stats = image_stats(imgs)
-    u8 = _to_uint8(imgs)
-    n = len(imgs)
+    given: Sequence[np.ndarray] = [images] if isinstance(images, np.ndarray) else images
+    arrays = [_check_images(a, who) for a in given]
+    if not arrays:
+        raise ValueError(f"{who}: no images")
+    if len({a.shape[1] for a in arrays}) > 1:
+        raise ValueError(f"{who}: images differ in channels: {[a.shape[1] for a in arrays]}")
+    channels = arrays[0].shape[1]
+    n = sum(len(a) for a in arrays)
+    values = sum(a.size for a in arrays)
+    pixels = sum(len(a) * a.shape[2] * a.shape[3] for a in arrays) / n  # per image
     points: list[Point] = []
     for q in qualities:
-        decoded = np.empty_like(u8)
         file_total = payload_total = 0
-        for i in range(n):
-            buf = io.BytesIO()
-            pil = _pil_image(u8[i])
-            if method == "jpeg":
-                pil.save(buf, format="JPEG", quality=int(q), optimize=True)
-            else:
-                pil.save(buf, format="WEBP", quality=int(q), lossless=False, method=6)
-            data = buf.getvalue()
-            file_total += len(data)
-            if method == "jpeg":
-                payload_total += jpeg_payload_bytes(data)
-            else:
-                payload_total += webp_payload_bytes(data)
-            decoded[i] = _decode_pil(data, stats.channels)
+        sq_err = ssim_sum = 0.0
+        for arr in arrays:
+            u8 = _to_uint8(arr)
+            decoded = np.empty_like(u8)
+            for i in range(len(arr)):
+                buf = io.BytesIO()
+                pil = _pil_image(u8[i])
+                if method == "jpeg":
+                    pil.save(buf, format="JPEG", quality=int(q), optimize=True)
+                else:
+                    pil.save(buf, format="WEBP", quality=int(q), lossless=False, method=6)
+                data = buf.getvalue()
+                file_total += len(data)
+                if method == "jpeg":
+                    payload_total += jpeg_payload_bytes(data)
+                else:
+                    payload_total += webp_payload_bytes(data)
+                decoded[i] = _decode_pil(data, channels)
+            diff = np.asarray(arr, dtype=np.float64) - decoded
+            sq_err += float(np.sum(diff * diff))
+            ssim_sum += ssim(arr, decoded, data_range) * len(arr)
         nbytes, fbytes = payload_total / n, file_total / n
+        mse = sq_err / values
+        params: dict[str, Any] = {"quality": int(q)}
+        if not isinstance(images, np.ndarray):
+            params["images"] = n
         points.append(
             Point(
                 method=method,
                 label=f"{'JPEG' if method == 'jpeg' else 'WebP'} q={q}",
                 format=None,
                 bytes_per_sample=nbytes,
-                psnr_db=psnr(imgs, decoded, data_range),
+                psnr_db=math.inf if mse == 0 else 10.0 * math.log10(data_range**2 / mse),
                 file_bytes_per_sample=fbytes,
-                bpp=_bpp(nbytes, stats),
-                file_bpp=_bpp(fbytes, stats),
-                ssim=ssim(imgs, decoded, data_range),
-                params={"quality": int(q)},
+                bpp=8 * nbytes / pixels,
+                file_bpp=8 * fbytes / pixels,
+                ssim=ssim_sum / n,
+                params=params,
             )
         )
     return points
 
 
 def jpeg_points(
-    images: np.ndarray,
+    images: np.ndarray | Sequence[np.ndarray],
     qualities: Sequence[int] = DEFAULT_QUALITIES,
     *,
     data_range: float = 255.0,
@@ -562,7 +582,9 @@ def jpeg_points(
     """Pillow JPEG (baseline, optimized Huffman tables, default 4:2:0 chroma) per quality.
 
     `images` are (N, C, H, W) floats in 0..255 (C = 1 or 3), rounded to uint8 before
-    encoding; PSNR and SSIM compare the decoded images with the original floats.
+    encoding, or a list of such arrays (images of different sizes: one point per quality
+    over all of them, with params["images"] = their number); PSNR and SSIM compare the
+    decoded images with the original floats.
     `bytes_per_sample` counts the entropy-coded scan data only, `file_bytes_per_sample` the
     whole file.
     """
@@ -570,7 +592,7 @@ def jpeg_points(
 
 
 def webp_points(
-    images: np.ndarray,
+    images: np.ndarray | Sequence[np.ndarray],
     qualities: Sequence[int] = DEFAULT_QUALITIES,
     *,
     data_range: float = 255.0,
@@ -587,27 +609,39 @@ def webp_points(
 # --------------------------------------------------------------------------- lossless
 
 
-def lossless_points(x_test_raw: np.ndarray) -> list[Point]:
+def lossless_points(x_test_raw: np.ndarray | Sequence[np.ndarray]) -> list[Point]:
     """zlib (level 9) and zstd (level 19) of the test array's bytes as stored.
 
     Pass the array in the dtype it is kept in: uint8 for 8-bit images, float32 otherwise.
+    A list of arrays (whole images of different sizes) is compressed one array at a time,
+    as files would be, and the sizes summed (params["images"] = the number of samples).
     """
     import zstandard
 
-    arr = np.ascontiguousarray(x_test_raw)
-    n = len(arr)
+    given: Sequence[np.ndarray] = [x_test_raw] if isinstance(x_test_raw, np.ndarray) else x_test_raw
+    arrays = [np.ascontiguousarray(a) for a in given]
+    n = sum(len(a) for a in arrays)
     if n == 0:
         raise ValueError("lossless_points: no samples")
-    raw = arr.tobytes()
-    raw_per_sample = len(raw) / n
-    stats = image_stats(arr) if arr.ndim == 4 else None
+    raws = [a.tobytes() for a in arrays]
+    raw_per_sample = sum(len(r) for r in raws) / n
+    images = all(a.ndim == 4 for a in arrays)
+    pixels = sum(len(a) * a.shape[2] * a.shape[3] for a in arrays) / n if images else None
+    zstd = zstandard.ZstdCompressor(level=19)
     sizes = {
-        "zlib": (len(zlib.compress(raw, 9)), 9),
-        "zstd": (len(zstandard.ZstdCompressor(level=19).compress(raw)), 19),
+        "zlib": (sum(len(zlib.compress(r, 9)) for r in raws), 9),
+        "zstd": (sum(len(zstd.compress(r)) for r in raws), 19),
     }
     points = []
     for method, (size, level) in sizes.items():
         nbytes = size / n
+        params: dict[str, Any] = {
+            "level": level,
+            "dtype": str(arrays[0].dtype),
+            "raw_bytes_per_sample": raw_per_sample,
+        }
+        if not isinstance(x_test_raw, np.ndarray):
+            params["images"] = n
         points.append(
             Point(
                 method=method,
@@ -615,13 +649,9 @@ def lossless_points(x_test_raw: np.ndarray) -> list[Point]:
                 format=None,
                 bytes_per_sample=nbytes,
                 psnr_db=None,
-                bpp=_bpp(nbytes, stats),
+                bpp=8.0 * nbytes / pixels if pixels else None,
                 lossless=True,
-                params={
-                    "level": level,
-                    "dtype": str(arr.dtype),
-                    "raw_bytes_per_sample": raw_per_sample,
-                },
+                params=params,
             )
         )
     return points

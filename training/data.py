@@ -42,7 +42,8 @@ class Dataset:
     name: str
     """Short name used as the default model name."""
     source: str
-    """What --data said."""
+    """What --data said: a built-in name, or the file or folder as an absolute path (so
+    that manifests and checkpoints find it from any working directory)."""
     is_image: bool
     """(N, C, H, W) images in 0..255 units."""
     default_normalization: str
@@ -262,11 +263,51 @@ def load_data(spec: str, *, key: str | None = None, patch: int = 32) -> Dataset:
             )
         raise DataError(f"{spec}: no such file or folder")
     name = path.stem if path.is_file() else path.name
+    source = str(path.resolve())
     if path.is_dir():
-        return _finish(_image_folder(path), name=name, source=spec, image=True, norm="scale")
+        return _finish(_image_folder(path), name=name, source=source, image=True, norm="scale")
     x = read_array(path, key=key)
     image = x.ndim == 4
-    return _finish(x, name=name, source=spec, image=image, norm="scale" if image else "standard")
+    norm = "scale" if image else "standard"
+    return _finish(x, name=name, source=source, image=image, norm=norm)
+
+
+def is_builtin(spec: str) -> bool:
+    """Whether `spec` names a built-in dataset rather than a file or folder."""
+    return spec in BUILTIN or spec.startswith("sample-images:")
+
+
+def resolve_source(source: str, near: Path) -> str:
+    """A data source stored in a manifest or checkpoint, loadable from here.
+
+    Built-in names and absolute paths stay as they are. Relative paths (stored by versions
+    before the path was resolved at training time) are relative to wherever `train` ran:
+    they are looked up from the working directory, then from `near` (the package or
+    checkpoint) and each folder above it; a DataError says where they were looked for.
+    """
+    if not source or is_builtin(source) or Path(source).is_absolute():
+        return source
+    near = near.resolve()
+    for base in (Path.cwd(), near, *near.parents):
+        if (base / source).exists():
+            return str((base / source).resolve())
+    raise DataError(
+        f"the model was trained on {source!r}, a path relative to the folder `latentwire "
+        f"train` ran in, which is not found from here ({Path.cwd()}) nor from {near} or a "
+        "folder above it; run from the folder training ran in"
+    )
+
+
+def same_source(stored: str | None, spec: str, near: Path) -> bool:
+    """Whether a stored data source (see `resolve_source`) and --data name the same data."""
+    if not stored:
+        return False
+    if is_builtin(stored) or is_builtin(spec):
+        return stored == spec
+    try:
+        return Path(resolve_source(stored, near)) == Path(spec).resolve()
+    except DataError:
+        return False
 
 
 def split(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -38,7 +38,7 @@ from .baselines import (
     ssim,
     webp_points,
 )
-from .data import load_data, load_whole_images, split
+from .data import load_data, load_whole_images, resolve_source, same_source, split
 from .report import format_table, write_report
 
 log = logging.getLogger("latentwire.training")
@@ -65,10 +65,10 @@ class TestSet:
     n_train: int
 
 
-def _array_test_set(spec: str, manifest: dict[str, Any]) -> TestSet:
+def _array_test_set(spec: str, manifest: dict[str, Any], package: Path) -> TestSet:
     data = load_data(spec)
     info = manifest.get("training") or {}
-    if info.get("data") != spec:
+    if not same_source(info.get("data"), spec, package):
         log.warning(
             "model %s was trained on %r, not %r: using a fresh 80/20 split of %r as the test set",
             manifest["name"],
@@ -101,10 +101,10 @@ def _blocks(images: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(out)
 
 
-def _image_test_set(spec: str, manifest: dict[str, Any]) -> TestSet:
+def _image_test_set(spec: str, manifest: dict[str, Any], package: Path) -> TestSet:
     images = load_whole_images(spec)
     info = manifest.get("training") or {}
-    trained_on = str(info.get("data") or "")
+    trained_on = resolve_source(str(info.get("data") or ""), package)
     try:
         train_images = load_whole_images(trained_on)
     except DataError:
@@ -114,7 +114,7 @@ def _image_test_set(spec: str, manifest: dict[str, Any]) -> TestSet:
             f"the image PCA baseline is fitted on the model's training images "
             f"({trained_on or 'unknown'}), which cannot be loaded as whole images"
         )
-    if trained_on == spec:
+    if same_source(trained_on, spec, package):
         log.warning("evaluating %s on its own training images: the numbers flatter it", spec)
     return TestSet(
         spec,
@@ -128,12 +128,14 @@ def _image_test_set(spec: str, manifest: dict[str, Any]) -> TestSet:
     )
 
 
-def load_test_set(spec: str, manifest: dict[str, Any]) -> TestSet:
-    """The test samples for `--data`, in the light of the (first) model's manifest."""
+def load_test_set(spec: str, manifest: dict[str, Any], package: Path) -> TestSet:
+    """The test samples for `--data`, in the light of the (first) model's manifest;
+    `package` is where that model lives (relative training-data paths of older packages
+    are looked up from there)."""
     input_shape = manifest["input"]["shape"]
     if None in input_shape:  # a convolutional model: whole images
-        return _image_test_set(spec, manifest)
-    return _array_test_set(spec, manifest)
+        return _image_test_set(spec, manifest, package)
+    return _array_test_set(spec, manifest, package)
 
 
 def _pixels(ts: TestSet) -> int | None:
@@ -257,18 +259,26 @@ def baseline_points(ts: TestSet, ae: list[Point], qualities: tuple[int, ...]) ->
         points += pca_points(
             ts.x_train, ts.x[0], budgets, data_range=ts.data_range, image_shape=ts.image_shape
         )
-    if ts.is_image or ts.image_shape is not None:
+    if ts.image_shape is not None:  # array data that are pictures (digits): one array
         scale = 255.0 / ts.data_range
-        for x in ts.x if ts.image_shape is None else ts.x[:1]:
-            imgs = x.reshape(len(x), *ts.image_shape) if ts.image_shape else x
-            for fn in (jpeg_points, webp_points):
-                points += fn(imgs * scale, qualities, data_range=255.0)
-        if ts.image_shape is None and len(ts.x) > 1:
-            log.warning("JPEG/WebP points are measured on the first test image only")
-        raw = [np.clip(np.rint(x * scale), 0, 255).astype(np.uint8) for x in ts.x]
+        imgs = ts.x[0].reshape(len(ts.x[0]), *ts.image_shape) * scale
+        for fn in (jpeg_points, webp_points):
+            points += fn(imgs, qualities, data_range=255.0)
+        points += lossless_points(np.clip(np.rint(ts.x[0] * scale), 0, 255).astype(np.uint8))
+    elif ts.is_image:  # whole images, maybe of several sizes: one point per quality over all
+        scale = 255.0 / ts.data_range
+        images = [x * scale for x in ts.x]
+        coded = [p for fn in (jpeg_points, webp_points) for p in fn(images, qualities)]
+        raw = [np.clip(np.rint(x), 0, 255).astype(np.uint8) for x in images]
+        coded += lossless_points(raw if len(raw) > 1 else raw[0])
+        assert pixels is not None
+        for p in coded:  # bits per pixel on the same pixels per image as the AE's points
+            p.bpp = 8 * p.bytes_per_sample / pixels
+            if p.file_bytes_per_sample is not None:
+                p.file_bpp = 8 * p.file_bytes_per_sample / pixels
+        points += coded
     else:
-        raw = [x.astype(np.float32) for x in ts.x]
-    points += lossless_points(raw[0])
+        points += lossless_points(ts.x[0].astype(np.float32))
     return points
 
 
@@ -362,7 +372,7 @@ def evaluate(
     from latentwire.runtime.manifest import Manifest
 
     first = Manifest.load(models[0]).raw
-    ts = load_test_set(data, first)
+    ts = load_test_set(data, first, models[0])
     points: list[Point] = []
     infos = []
     for path in models:

@@ -192,6 +192,14 @@ def _markdown(
         lines.append(f"- model: `{name}`")
     if is_image:
         lines.append(f"- bpp = 8 × bytes / {data.get('pixels_per_sample', 'H·W')} pixels")
+    n_test = data.get("n_test")
+    if is_image and isinstance(n_test, int) and n_test > 1:
+        lines.append(
+            f"- JPEG and WebP: every quality is applied to all {n_test} test images (one "
+            "point per quality); bytes are the mean per image, PSNR is one MSE over all their "
+            "pixels, SSIM the mean over the images, as for the autoencoder; zlib and zstd "
+            "compress each image on its own"
+        )
     lines += ["", "![rate–distortion](rd.png)", "", format_table(points, is_image), ""]
     if summary:
         lines += ["## Summary", "", *_summary_lines(summary), ""]
