@@ -195,6 +195,14 @@ class Rpc:
                     check_size(len(reply))
                     sent.inc(len(reply))
                     yield reply
+            except grpc.RpcError:  # the stream broke under us: client gone or server stopping
+                requests.labels(method, "CANCELLED").inc()
+                latency.observe(time.perf_counter() - t0)
+                return
+            except GeneratorExit:  # grpcio closed the handler: the client cancelled
+                requests.labels(method, "CANCELLED").inc()
+                latency.observe(time.perf_counter() - t0)
+                raise
             except Exception as exc:
                 requests.labels(method, classify_code(exc)).inc()
                 latency.observe(time.perf_counter() - t0)
