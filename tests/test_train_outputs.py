@@ -177,3 +177,42 @@ def test_export_refuses_an_existing_package(
     assert (target / "manifest.json").read_bytes() == before
     assert main([*again, "--force"]) == 0
     assert json.loads((target / "manifest.json").read_text())["codes"]["format"] == "int8"
+
+
+def _relative_data_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A run on ./data.npy whose checkpoint stores the path relative, as versions before
+    issue 11 did (they stored --data as typed)."""
+    import numpy as np
+
+    here = tmp_path / "here"
+    here.mkdir()
+    rng = np.random.default_rng(0)
+    np.save(here / "data.npy", rng.normal(size=(200, 3)) @ rng.normal(size=(3, 10)))
+    monkeypatch.chdir(here)
+    ckpt = here / "runs" / "c.pt"
+    argv = ["-q", "train", "--data", "data.npy", "--epochs", "2", "--threads", "1", *TINY]
+    assert main([*argv, "--out", "m", "--checkpoint", str(ckpt)]) == 0
+    saved = torch.load(ckpt, weights_only=True)
+    assert saved["identity"]["data"] == str(here / "data.npy")  # stored resolved now
+    saved["identity"]["data"] = "data.npy"
+    torch.save(saved, ckpt)
+    return ckpt
+
+
+def test_old_checkpoint_with_a_relative_data_path_resumes_and_exports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ckpt = _relative_data_checkpoint(tmp_path, monkeypatch)
+    here = ckpt.parent.parent
+    argv = ["-q", "train", "--data", "data.npy", "--epochs", "3", "--threads", "1", *TINY]
+    assert main([*argv, "--out", "m2", "--checkpoint", str(ckpt), "--resume"]) == 0
+    assert load_checkpoint(ckpt)["epoch"] == 3
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    saved = torch.load(ckpt, weights_only=True)
+    saved["identity"]["data"] = "data.npy"  # relative again, now looked up near the checkpoint
+    torch.save(saved, ckpt)
+    assert main(["-q", "export", str(ckpt), "--out", "again"]) == 0
+    assert (elsewhere / "again" / "manifest.json").is_file()
+    assert here.is_dir()

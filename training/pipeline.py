@@ -16,7 +16,7 @@ from latentwire.runtime.manifest import MANIFEST_FILE
 from latentwire.runtime.model import Model
 
 from .baselines import psnr
-from .data import Dataset, load_data, split
+from .data import Dataset, load_data, resolve_source, split
 from .export import ExportError, check_destination, export_package
 from .models import Autoencoder, ModelConfig, latent_shape
 from .trainer import (
@@ -275,7 +275,8 @@ def _training_split(ckpt: dict[str, Any], path: Path) -> np.ndarray:
     ident = ckpt["identity"]
     opts = dict(ckpt.get("data_options") or {})
     try:
-        data = load_data(ident["data"], key=opts.get("key"), patch=int(opts.get("patch", 32)))
+        source = resolve_source(ident["data"], path)  # older checkpoints: maybe relative
+        data = load_data(source, key=opts.get("key"), patch=int(opts.get("patch", 32)))
     except DataError as exc:
         raise DataError(
             f"export calibrates the codes on the training data of {path}, which cannot be "

@@ -21,7 +21,7 @@ from torch.nn import functional as F
 from latentwire.runtime.errors import DataError
 from latentwire.runtime.manifest import Normalization
 
-from .data import Dataset, fit_normalization, split
+from .data import Dataset, fit_normalization, same_source, split
 from .models import Autoencoder, ModelConfig, build_model
 
 log = logging.getLogger("latentwire.training")
@@ -294,7 +294,13 @@ def train(
     }
     if resume and checkpoint is not None and checkpoint.exists():
         ckpt = load_checkpoint(checkpoint)
-        mismatch = [k for k, v in identity.items() if ckpt["identity"].get(k) != v]
+        stored = ckpt["identity"]
+        mismatch = [
+            k
+            for k, v in identity.items()
+            if stored.get(k) != v
+            and not (k == "data" and same_source(stored.get(k), data.source, checkpoint))
+        ]
         if mismatch:
             raise DataError(
                 f"cannot resume from {checkpoint}: it was trained with different "
