@@ -10,8 +10,13 @@ server are bit-exact; constriction's quantisation of those probabilities is dete
 One stream codes all symbols of a batch: channel by channel (a Python loop over channels,
 never over symbols), each channel's symbols in C order over (sample, height, width). The
 stream is constriction's ANS word stack, written as 32-bit little-endian words. A decoder
-checks that the stream is used up exactly; a truncated or altered stream fails that check
-(ANS ends in a known state only when every word was consumed as the encoder wrote it).
+checks that the stream is used up exactly (ANS ends in a known state only when every word
+was consumed as the encoder wrote it), so whatever it accepts is exactly what `encode`
+writes for the symbols it returns (tests/test_fuzz_entropy.py); a truncated or altered
+stream almost always fails the check. ANS starts from state 0, where a table's first
+symbol costs nothing: a stream can therefore be a valid code for more than one count (the
+message's count says which), and a batch made mostly of those symbols can code to fewer
+bytes than a decoder accepts, which `encode` refuses.
 """
 
 from __future__ import annotations
