@@ -96,7 +96,7 @@ def test_a_batch_of_free_symbols_is_refused_when_encoding() -> None:
     np.testing.assert_array_equal(prior.decode(prior.encode(ones), 1, [1]), ones)
 
 
-@fuzz(600)
+@fuzz(500)
 @given(data=st.data())
 def test_mutated_streams(data: st.DataObject) -> None:
     prior = data.draw(priors(), label="prior")
@@ -110,7 +110,7 @@ def test_mutated_streams(data: st.DataObject) -> None:
     _accepted(prior, stream, count, shape)
 
 
-@fuzz(500)
+@fuzz(400)
 @given(
     prior=priors(max_channels=3),
     stream=st.binary(max_size=64),

@@ -171,7 +171,7 @@ def _check_accepted(m: Manifest) -> None:
             np.testing.assert_array_equal(prior.decode(coded, 3, [prior.channels]), syms)
 
 
-@fuzz(1000)
+@fuzz(800)
 @given(d=edited())
 def test_edited_manifests(d: dict[str, Any]) -> None:
     m = outcome(lambda: Manifest.from_dict(d), PackageError)
