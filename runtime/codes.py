@@ -66,15 +66,15 @@ def tensor_to_array(tensor: codec_pb2.Tensor) -> np.ndarray:
     if any(s < 0 for s in shape):
         raise CodesError(f"tensor shape {shape} has a negative dimension")
     dtype = np.dtype(tensor.dtype).newbyteorder("<")
-    if math.prod(max(s, 1) for s in shape) * dtype.itemsize > _MAX_NBYTES:
-        # numpy refuses such a shape even with a zero dimension (ValueError)
-        raise CodesError(f"tensor shape {list(shape)} is too large for an array")
     expected = math.prod(shape) * dtype.itemsize  # exact: np.prod would wrap on huge shapes
     if len(tensor.data) != expected:
         raise CodesError(
             f"tensor of shape {shape} and dtype {tensor.dtype} needs {expected} bytes, "
             f"got {len(tensor.data)}"
         )
+    if math.prod(max(s, 1) for s in shape) * dtype.itemsize > _MAX_NBYTES:
+        # numpy refuses such a shape even with a zero dimension (ValueError)
+        raise CodesError(f"tensor shape {list(shape)} is too large for an array")
     return np.frombuffer(tensor.data, dtype=dtype).reshape(shape).astype(dtype.name, copy=False)
 
 
