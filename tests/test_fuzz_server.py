@@ -407,34 +407,6 @@ def _reference_infer(case: _Infer) -> np.ndarray | grpc.StatusCode | None:
         return _status(exc)
 
 
-# Known server bugs (runtime/server/v2.py `_input_array`, reported; the strict xfail tests
-# below pin them). Until they are fixed, these requests may get INTERNAL; once they are, the
-# xfail tests pass, fail as XPASS, and the tolerance here goes with them.
-_RANGE = {"INT8": (-128, 127), "INT16": (-(2**15), 2**15 - 1), "UINT8": (0, 255)}
-
-
-def _known_server_bug(request: pb.ModelInferRequest) -> bool:
-    if len(request.inputs) != 1:
-        return False
-    t = request.inputs[0]
-    if len(t.shape) > 64:  # np.frombuffer(...).reshape(shape): ValueError
-        return True
-    if 0 in t.shape and math.prod(max(s, 1) for s in t.shape) > 2**60:  # the same
-        return True
-    if request.raw_input_contents or t.datatype not in _RANGE:
-        return False
-    lo, hi = _RANGE[t.datatype]  # np.asarray(values, dtype=int8): OverflowError
-    values = getattr(t.contents, TYPED[t.datatype])
-    return any(not lo <= v <= hi for v in values)
-
-
-def _known_bug_record(record: logging.LogRecord) -> bool:
-    exc = record.exc_info[1] if record.exc_info else None
-    return (isinstance(exc, ValueError) and "maximum supported dimension" in str(exc)) or (
-        isinstance(exc, OverflowError) and "out of bounds for" in str(exc)
-    )
-
-
 @fuzz(500)
 @given(data=st.data())
 def test_model_infer(data: st.DataObject, front: Front, served: dict[str, Model]) -> None:
@@ -444,8 +416,6 @@ def test_model_infer(data: st.DataObject, front: Front, served: dict[str, Model]
         response = front.infer(case.request, timeout=TIMEOUT)
     except grpc.RpcError as err:
         code, details = err.code(), err.details() or ""
-        if code == grpc.StatusCode.INTERNAL and _known_server_bug(case.request):
-            return
         assert code in ALLOWED, f"{code}: {details}"
         assert "Traceback" not in details
         if isinstance(want, np.ndarray):
@@ -474,7 +444,7 @@ def test_the_server_still_answers(
             want,
             lambda c=codes: front.codec.Decode(codec_pb2.DecodeRequest(codes=c), timeout=TIMEOUT),
         )
-    assert not [r.getMessage() for r in front.errors.records if not _known_bug_record(r)]
+    assert not [r.getMessage() for r in front.errors.records]
 
 
 def _infer_fails(front: Front, request: pb.ModelInferRequest, *words: str) -> None:
@@ -485,7 +455,6 @@ def _infer_fails(front: Front, request: pb.ModelInferRequest, *words: str) -> No
         assert word in (info.value.details() or "")
 
 
-@pytest.mark.xfail(strict=True, reason="runtime/server/v2.py _input_array: reshape to >64 dims")
 def test_v2_input_of_more_dimensions_than_numpy_takes(front: Front) -> None:
     """Found by fuzzing: 65 dimensions whose byte count is right pass every check, then
     numpy's reshape raises ValueError and the caller gets INTERNAL."""
@@ -495,7 +464,6 @@ def test_v2_input_of_more_dimensions_than_numpy_takes(front: Front) -> None:
     _infer_fails(front, request, "dimensions")
 
 
-@pytest.mark.xfail(strict=True, reason="runtime/server/v2.py _input_array: reshape too big")
 def test_v2_empty_input_with_huge_dimensions(front: Front) -> None:
     """Found by fuzzing (tensor_to_array had the same bug): shape [0, 2**62, 8] needs no
     bytes, and numpy's reshape raises ValueError ("array is too big"): INTERNAL."""
@@ -505,7 +473,6 @@ def test_v2_empty_input_with_huge_dimensions(front: Front) -> None:
     _infer_fails(front, request, "shape")
 
 
-@pytest.mark.xfail(strict=True, reason="runtime/server/v2.py _input_array: typed value range")
 def test_v2_typed_contents_out_of_the_datatypes_range(front: Front) -> None:
     """Found by fuzzing: INT8 typed contents (int_contents, int32 on the wire) holding 300:
     np.asarray(values, dtype=int8) raises OverflowError and the caller gets INTERNAL."""

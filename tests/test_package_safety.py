@@ -361,10 +361,6 @@ def test_the_repository_skips_unsafe_versions(
     assert "cannot load digits/3" in caplog.text and "'/etc/passwd'" in caplog.text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runtime/server/registry.py must pass root=self.root to Model (reported)",
-)
 def test_the_repository_skips_a_version_folder_linked_from_outside(
     digits_pkg: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

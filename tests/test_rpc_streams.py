@@ -15,7 +15,7 @@ from latentwire.runtime.server.metrics import Metrics
 from latentwire.runtime.server.rpc import Readiness, Rpc
 
 
-class _Broken(grpc.RpcError):
+class _Broken(grpc.RpcError):  # type: ignore[misc]
     """What grpcio's request iterator raises when the stream breaks under the handler."""
 
 

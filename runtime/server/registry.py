@@ -183,7 +183,7 @@ class Registry:
         return found
 
     def _load(self, name: str, version: str, path: Path) -> Version:
-        model = Model(path, providers=self.providers, threads=self.ort_threads)
+        model = Model(path, providers=self.providers, threads=self.ort_threads, root=self.root)
         if model.name != name:
             log.info(
                 "%s/%s: package calls itself %r; served as %r", name, version, model.name, name

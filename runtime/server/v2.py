@@ -34,6 +34,7 @@ import numpy as np
 
 from .. import __version__
 from .._proto.kserve.v2 import inference_pb2 as pb
+from ..codes import MAX_DIMS
 from ..errors import FingerprintMismatch, InputError, ModelNotFound
 from ..manifest import TensorSpec
 from . import wire
@@ -66,6 +67,9 @@ _TYPED = {  # the InferTensorContents field holding each datatype
     "UINT8": "uint_contents",
 }
 
+
+_MAX_ELEMENTS_BYTES = 1 << 62
+"""No request tensor is larger, even with a zero side (numpy refuses such shapes)."""
 
 _V2_NAMES = {np.dtype(d).name: name for name, d in _DTYPES.items()}
 
@@ -242,8 +246,14 @@ class V2Service:
                 f"{', '.join(_DTYPES)})"
             )
         shape = tuple(t.shape[:])  # [:] is a list, fast to copy; upb iteration is slow
+        if len(shape) > MAX_DIMS:
+            raise InputError(
+                f"input {name!r} has {len(shape)} dimensions; at most {MAX_DIMS} are allowed"
+            )
         if shape and min(shape) < 0:
             raise InputError(f"input {name!r} has shape {list(shape)} with a negative dimension")
+        if math.prod(max(d, 1) for d in shape) * dtype.itemsize > _MAX_ELEMENTS_BYTES:
+            raise InputError(f"input {name!r} has shape {list(shape)}, far beyond any model")
         count = math.prod(shape)
         raws = request.raw_input_contents
         if raws:
@@ -264,7 +274,18 @@ class V2Service:
                 f"input {name!r} of shape {list(shape)} needs {count} values in "
                 f"raw_input_contents or contents.{field or 'fp32_contents'}, got {len(values)}"
             )
-        typed: np.ndarray = np.asarray(values, dtype=dtype).reshape(shape)
+        if dtype.kind in "iu":
+            wide = np.asarray(values, dtype=np.int64)
+            info = np.iinfo(dtype)
+            bad = wide[(wide < info.min) | (wide > info.max)]
+            if bad.size:
+                raise InputError(
+                    f"input {name!r} of datatype {datatype} holds {int(bad[0])}, outside "
+                    f"{info.min}..{info.max}"
+                )
+            typed: np.ndarray = wide.astype(dtype).reshape(shape)
+        else:
+            typed = np.asarray(values, dtype=dtype).reshape(shape)
         return typed
 
     def infer_job(self, request: pb.ModelInferRequest) -> Job:
