@@ -134,9 +134,9 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
         type=positive(int),
         default=300,
         help="maximum epochs; the first epoch logs an estimate of the whole run and, past "
-        "10 minutes, how many epochs fit in 10 (sample-images: about 13 s an epoch on one "
-        "core of a 2-core VM, so 300 take about an hour; --epochs 40 about 9 min) "
-        "(default: 300)",
+        "10 minutes, how many epochs fit in 10 (digits: 300 take about 30 s; "
+        "sample-images --codec entropy: 8-13 s an epoch on one core of a 2-core VM, so "
+        "300 take 40-65 min) (default: 300)",
     )
     g.add_argument("--batch-size", type=positive(int), default=64, help="(default: 64)")
     g.add_argument(
@@ -384,6 +384,8 @@ def run_train(args: argparse.Namespace) -> int:
             data_options={"key": args.key, "patch": args.patch},
         )
     except KeyboardInterrupt:
+        if sys.stderr.isatty():  # below the progress bar's line, not on it
+            print(file=sys.stderr)
         print(f"latentwire: {_interrupted(args, checkpoint, started)}", file=sys.stderr)
         return 130
     print(result.summary())
