@@ -17,6 +17,7 @@ change (e.g. a version still being copied in), not on every poll.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -315,11 +316,17 @@ def _signature(path: Path) -> object:
         return None
 
 
+_WARM_UP_BYTES = 64 << 20
+"""The full-batch warm-up input stays under this, whatever sample size a manifest gives."""
+
+
 def _warm_up(v: Version, max_batch: int) -> None:
     """Run both graphs once at batch 1 and once at a full batch, so the first real
     requests do not pay for ONNX Runtime's lazy allocations."""
     m = v.model.manifest
     for spec, run in ((m.latent, v.model.run_decoder), (m.input, v.model.run_encoder)):
         shape = tuple(d if d is not None else 4 * spec.multiple_of for d in spec.shape)
-        for n in (1, min(max_batch, 256)):
+        per_sample = 4 * math.prod(shape)
+        full = max(1, min(max_batch, 256, _WARM_UP_BYTES // max(per_sample, 1)))
+        for n in sorted({1, full}):
             run(np.zeros((n, *shape), dtype=np.float32))
