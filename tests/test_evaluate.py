@@ -175,7 +175,10 @@ def test_several_test_images_from_another_directory(
     lossless = [p for p in report["points"] if p["lossless"]]
     assert sorted(p["method"] for p in lossless) == ["zlib", "zstd"]
     assert all(p["params"]["images"] == 3 for p in lossless)
+    assert report["data"]["sample_shape"] == [3, None, None]  # the sizes differ
+    assert report["data"]["test_images"] == [[3, 48, 40], [3, 32, 64], [3, 40, 40]]
     md = (tmp_path / "elsewhere" / "rep" / "report.md").read_text()
+    assert "3 test images (3 channels, 48x40, 32x64 and 40x40)" in md
     assert "every quality is applied to all 3 test images" in md
 
 

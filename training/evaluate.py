@@ -383,7 +383,9 @@ def evaluate(
     ae = [p for p in points if p.method == "ae"]
     points += baseline_points(ts, ae, qualities)
     n_test = sum(len(x) for x in ts.x)
-    sample_shape = list(ts.image_shape or ts.x[0].shape[1:])
+    sample_shape: list[int | None] = list(ts.image_shape or ts.x[0].shape[1:])
+    if len({x.shape[1:] for x in ts.x}) > 1:  # whole images of several sizes
+        sample_shape = [sample_shape[0], None, None]
     raw_bytes = (
         float(np.mean([x[0].size for x in ts.x])) if ts.is_image else float(ts.x[0][0].nbytes)
     )

@@ -21,11 +21,14 @@ report.json, schema ``latentwire.rd-report`` version 1
         "source": "digits",               # what --data said
         "n_train": 1437,                  # samples the models and baselines were fitted on
         "n_test": 360,                    # samples every point is measured on
-        "sample_shape": [64],             # one sample's shape ([C, H, W] for images)
+        "sample_shape": [64],             # one sample's shape ([C, H, W] for images,
+                                          # [C, null, null] for test images of several sizes)
         "is_image": false,
-        "pixels_per_sample": null,        # H * W for images, else null
+        "pixels_per_sample": null,        # H * W for images (the mean over test images of
+                                          # several sizes), else null
         "data_range": 16.0,               # the PSNR peak, in the user's units
-        "raw_bytes_per_sample": 256.0     # one sample as stored (uint8 images, float32 else)
+        "raw_bytes_per_sample": 256.0,    # one sample as stored (uint8 images, float32 else)
+        "test_images": null               # whole test images: each one's [C, H, W]
       },
       "x_axis": "bytes_per_sample",       # or "bpp" for images: what rd.png plots
       "models": [{...}, ...],             # one free-form object per autoencoder evaluated
@@ -54,8 +57,11 @@ Payload bytes: for the autoencoder and PCA, the code itself (k values times the 
 size, or the measured ANS stream for "entropy"; entropy models are side information, not
 counted). For JPEG, the entropy-coded scan data (no markers, headers or tables); for WebP,
 the VP8/VP8L chunk's data (no RIFF/WEBP/chunk headers). ``file_bytes_per_sample`` gives the
-whole files. Numbers that are not finite (an exact reconstruction's infinite PSNR) are
-written as null; the file never holds NaN or Infinity.
+whole files. With several test images every point covers all of them: JPEG and WebP
+apply each quality to every image (one point per quality), bytes per sample are the mean
+per image, PSNR is one MSE over all pixels and SSIM the mean over the images, exactly as
+for the autoencoder's points. Numbers that are not finite (an exact reconstruction's
+infinite PSNR) are written as null; the file never holds NaN or Infinity.
 """
 
 from __future__ import annotations
@@ -108,9 +114,16 @@ def _count(n: Any, noun: str) -> str:
 def _data_line(data: dict[str, Any], is_image: bool, shape: Any) -> str:
     source, n_train = data.get("source", "?"), data.get("n_train", "?")
     if is_image:
+        sizes = data.get("test_images") or []
+        if len({tuple(s) for s in sizes}) > 1:  # whole images of several sizes
+            dims = [f"{s[1]}x{s[2]}" for s in sizes]
+            listed = ", ".join(dims[:-1]) + f" and {dims[-1]}" if len(dims) < 9 else "sizes vary"
+            shape = f"{sizes[0][0]} channels, {listed}"
+        else:
+            shape = f"shape {shape}"
         return (
             f"- data: `{source}`, {_count(data.get('n_test', '?'), 'test image')} "
-            f"(shape {shape}); the PCA baseline is fitted on {n_train} 8x8 blocks of the "
+            f"({shape}); the PCA baseline is fitted on {n_train} 8x8 blocks of the "
             "model's training images"
         )
     n_test = data.get("n_test", "?")
