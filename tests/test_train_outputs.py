@@ -21,7 +21,8 @@ TINY = ["--hidden", "16", "--latent-dim", "4", "--no-progress"]
 
 
 @pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
+def _restore_threads() -> Iterator[None]:
+    """The CLI sets torch's threads for the whole process: put them back."""
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)

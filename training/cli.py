@@ -61,8 +61,9 @@ def _add_threads_arg(p: Any) -> None:
         type=positive(int),
         metavar="N",
         help="CPU threads for torch (default: half the CPU cores, at most 4, at least 1). "
-        "More threads than free cores make small models several times slower: 20 digits "
-        "epochs took 4-6 s on 1 thread and 28-83 s on 2 on a busy 2-core machine",
+        "More threads than free cores make small models many times slower: 20 digits "
+        "epochs took 2-6 s on 1 thread and 28-135 s on 2 while other jobs ran on a 2-core "
+        "VM (2.4 s when it was idle)",
     )
 
 

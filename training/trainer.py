@@ -180,8 +180,9 @@ def cpu_count() -> int:
 def default_threads() -> int:
     """Torch CPU threads when --threads is not given: half the cores, at most 4, at least 1.
 
-    torch's own default (every core) oversubscribes a shared machine: on a busy 2-core VM,
-    20 digits epochs took 4-6 s on 1 thread and 28-83 s on torch's default of 2."""
+    torch's own default (every core) oversubscribes a shared machine: on a 2-core VM with
+    other jobs running, 20 digits epochs took 2-6 s on 1 thread and 28-135 s on torch's
+    default of 2 (2.4 s on 2 when the machine was idle)."""
     return max(1, min(4, cpu_count() // 2))
 
 
