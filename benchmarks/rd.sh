@@ -7,10 +7,10 @@ out=${OUT:-runs/rd}
 mkdir -p "$out"
 
 # digits: one K=8 int8 model (its f32, f16 and int8 points) and two K=16 entropy models
-latentwire train --data digits --latent-dim 8 --codec int8 \
+latentwire train --force --data digits --latent-dim 8 --codec int8 \
     --out "$out/digits-k8-int8" --checkpoint "$out/k8.pt" --no-progress
 for lam in 0.006 0.01; do
-    latentwire train --data digits --latent-dim 16 --hidden 256,128 --codec entropy \
+    latentwire train --force --data digits --latent-dim 16 --hidden 256,128 --codec entropy \
         --rate-lambda "$lam" --out "$out/digits-k16-entropy-$lam" \
         --checkpoint "$out/k16-$lam.pt" --no-progress
 done
@@ -24,11 +24,11 @@ latentwire evaluate --model "$out/digits-k8-int8" \
 # --lr 1e-3 these GDN models can blow up; the trainer then goes back to its best weights
 # and halves the learning rate (its log says when).
 photo=(--data photos --channels 64,64,64,64 --activation gdn --latent-dim 96 --codec entropy)
-OMP_NUM_THREADS=1 latentwire train "${photo[@]}" --rate-lambda 0.01 --patch 128 \
+latentwire train --force --threads 1 "${photo[@]}" --rate-lambda 0.01 --patch 128 \
     --batch-size 4 --lr 1e-3 --epochs 110 --patience 110 \
     --out "$out/photos-l010" --checkpoint "$out/photos-l010.pt" --no-progress &
 first=$!
-OMP_NUM_THREADS=1 latentwire train "${photo[@]}" --rate-lambda 0.004 --patch 64 \
+latentwire train --force --threads 1 "${photo[@]}" --rate-lambda 0.004 --patch 64 \
     --batch-size 8 --lr 1e-3 --epochs 80 --patience 80 \
     --out "$out/photos-l004" --checkpoint "$out/photos-l004.pt" --no-progress &
 second=$!

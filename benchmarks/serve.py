@@ -63,6 +63,7 @@ from serving.procs import (
     ROOT,
     cpu_times,
     free_port_block,
+    latentwire_command,
     log,
     machine_info,
     orphan_safe,
@@ -270,14 +271,6 @@ def find_peers(root: Path) -> Peers:
         mlserver_python=None if "mlserver" in reasons else mlserver_python,
         reasons=reasons,
     )
-
-
-def latentwire_command() -> list[str]:
-    exe = Path(sys.executable).parent / "latentwire"
-    if exe.exists():
-        return [str(exe)]
-    code = "from latentwire.runtime.cli import main; raise SystemExit(main())"
-    return [sys.executable, "-c", code]
 
 
 def plan_targets(args: argparse.Namespace, peers: Peers, decoder: Path, work: Path) -> list[Target]:

@@ -49,6 +49,7 @@ from serving.procs import (
     TICK_S,
     cpu_times,
     free_port_block,
+    latentwire_command,
     machine_info,
     orphan_safe,
     steal_pct,
@@ -109,14 +110,6 @@ def build_package(repo: Path, source: Path | None) -> Path:
     )
     log(f"package: digits, dense 64 -> 8, 3 epochs, trained in {time.monotonic() - t0:.0f} s")
     return pkg
-
-
-def latentwire_command() -> list[str]:
-    exe = Path(sys.executable).parent / "latentwire"
-    if exe.exists():
-        return [str(exe)]
-    code = "from latentwire.runtime.cli import main; raise SystemExit(main())"
-    return [sys.executable, "-c", code]
 
 
 # --------------------------------------------------------------------------- a client process

@@ -257,6 +257,29 @@ def concurrently(port: int, calls: Sequence[Callable[..., Any]]) -> list[Any]:
     return out
 
 
+def free_port() -> int:
+    """A TCP port nobody listens on right now (for servers started as subprocesses)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+def health_of(port: int) -> int | None:
+    """The health status a server on `port` answers with, or None while it cannot answer."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        try:
+            stub = health_pb2_grpc.HealthStub(ch)
+            return int(stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status)
+        except grpc.RpcError:
+            return None
+
+
 # -- secrets never reach logs -------------------------------------------------------------
 TEST_TOKENS = ("s3cret", "t0k")
 """The bearer tokens the token and TLS tests use (distinct words, so a hit is a leak)."""

@@ -7,7 +7,6 @@ import asyncio
 import hashlib
 import json
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -37,7 +36,7 @@ from latentwire.runtime.errors import (
 )
 from latentwire.runtime.model import Model
 
-from .conftest import error_line, running_server
+from .conftest import error_line, free_port, running_server
 
 NAME = "digits"  # the served name: the repository folder, not the manifest's "digits-test"
 
@@ -51,13 +50,6 @@ def address(server: Any) -> str:
 def client(address: str) -> Iterator[Client]:
     with Client(address, timeout=10) as c:
         yield c
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
 
 
 # -- decode -------------------------------------------------------------------------------
@@ -220,7 +212,7 @@ def test_fetch_encoder_refuses_damaged_bytes(client: Client, tmp_path: Path) -> 
 def test_unavailable_is_retried_with_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     delays: list[float] = []
     monkeypatch.setattr(client_mod, "_sleep", delays.append)
-    with Client(f"127.0.0.1:{_free_port()}", retries=2, backoff=0.05, timeout=10) as c:
+    with Client(f"127.0.0.1:{free_port()}", retries=2, backoff=0.05, timeout=10) as c:
         with pytest.raises(Unavailable):
             c.list_models()
         assert len(delays) == 2
@@ -313,7 +305,7 @@ def test_retry_reaches_a_server_that_comes_up(
     frontend: Any,
 ) -> None:
     """The stream fails before the server answers anything, so it is replayed whole."""
-    port = _free_port()
+    port = free_port()
     started: list[Any] = []
     real_sleep = client_mod._sleep
 
@@ -488,7 +480,7 @@ def test_cli_send(
     # the output is checked before any work; a server nobody listens on is one line
     assert main([*base, "--out", str(tmp_path / "no" / "r.npy")]) == 1
     assert "does not exist" in error_line(capsys)
-    dead = ["send", "--server", f"127.0.0.1:{_free_port()}", "--timeout", "0.5"]
+    dead = ["send", "--server", f"127.0.0.1:{free_port()}", "--timeout", "0.5"]
     assert main([*dead, "--model", str(digits_pkg), str(tmp_path / "x.npy")]) == 1
     assert error_line(capsys)
     with pytest.raises(SystemExit) as exc:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -21,7 +20,7 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from latentwire.runtime import Model
 from latentwire.runtime import client as client_mod
@@ -30,26 +29,12 @@ from latentwire.runtime._proto.v1 import codec_pb2, codec_pb2_grpc
 from latentwire.runtime.client import Client
 from latentwire.runtime.codes import tensor_to_array
 
+from .conftest import free_port, health_of
+
 SERVING = health_pb2.HealthCheckResponse.SERVING
 
 
 # -- a server in a process of its own ----------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
-
-
-def _health(port: int) -> int | None:
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
-        try:
-            stub = health_pb2_grpc.HealthStub(ch)
-            return int(stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status)
-        except grpc.RpcError:
-            return None
-
-
 class _ServerProcess:
     """`latentwire serve` on `port`, its log in a file (a pipe nobody reads could fill up
     and block the server); its temporary files go under `tmp`."""
@@ -70,7 +55,7 @@ class _ServerProcess:
 
     def wait_serving(self, timeout: float = 60.0) -> None:
         end = time.monotonic() + timeout
-        while _health(self.port) != SERVING:
+        while health_of(self.port) != SERVING:
             assert self.proc.poll() is None, f"the server exited:\n{self.log()}"
             assert time.monotonic() < end, f"not SERVING after {timeout:.0f}s:\n{self.log()}"
             time.sleep(0.05)
@@ -106,7 +91,7 @@ def test_kill_9_during_a_stream_each_message_gets_exactly_one_result(
     n, window, kill_after = 300, 40, 100
     rng = np.random.default_rng(3)
     zs = [rng.normal(size=(2, 8)).astype(np.float32) for _ in range(n)]
-    port = _free_port()
+    port = free_port()
     servers.append(_ServerProcess(repo, port, frontend, tmp_path))
     servers[0].wait_serving()
 
@@ -157,7 +142,7 @@ def test_kill_9_during_a_stream_each_message_gets_exactly_one_result(
         assert r.ok, r.error
         np.testing.assert_allclose(r.unwrap(), local.decode(z), atol=1e-6)
     second = servers[1]
-    assert _health(port) == SERVING
+    assert health_of(port) == SERVING
     second.proc.send_signal(signal.SIGTERM)
     assert second.proc.wait(timeout=30) == 0, second.log()
     assert "Traceback" not in second.log()
@@ -297,7 +282,7 @@ class _Caller(threading.Thread):
 def test_sigterm_under_load_answers_or_refuses_every_call_and_exits_0(
     repo: Path, local: Model, frontend: str, tmp_path: Path, servers: list[_ServerProcess]
 ) -> None:
-    port = _free_port()
+    port = free_port()
     # a 2 ms batching window: calls sit in the queue when the signal comes
     servers.append(_ServerProcess(repo, port, frontend, tmp_path, "--max-delay-ms", "2"))
     server = servers[0]

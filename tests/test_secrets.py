@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .conftest import secret_lines
+from .conftest import free_port, secret_lines
 
 CERTS = Path(__file__).parent / "certs"
 TOKEN = "tok-9f3b2c7d1e"
@@ -25,12 +24,6 @@ TOKEN = "tok-9f3b2c7d1e"
 def test_the_log_check_is_armed_for_token_tests(caplog: pytest.LogCaptureFixture) -> None:
     assert caplog.handler.level <= logging.DEBUG or logging.getLogger().level <= logging.DEBUG
     assert len(secret_lines()) >= 2  # server.key and client.key bodies
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait_healthy(port: int) -> None:
@@ -76,7 +69,7 @@ def test_token_and_tls_keys_stay_out_of_the_command_lines_output(
     from sklearn.datasets import load_digits
 
     np.save(samples, load_digits().data[:5].astype(np.float32))
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "LATENTWIRE_TOKEN"}
     server = subprocess.Popen(
         [sys.executable, "-m", "latentwire.runtime.cli", "-v", "serve", "--models", str(repo),

@@ -22,12 +22,14 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from latentwire.runtime import Model
 from latentwire.runtime._proto.v1 import codec_pb2, codec_pb2_grpc
 from latentwire.runtime.cli import main
 from latentwire.runtime.codes import tensor_to_array
+
+from .conftest import free_port, health_of
 
 NAME = "digits"
 
@@ -390,12 +392,12 @@ def test_a_server_that_loaded_nothing_says_why_and_waits_not_serving(
         assert f"not loaded: {NAME}/1, {NAME}/2" in summary and "NOT_SERVING" in summary
         assert not any("no model packages" in ln for ln in lines), lines
         assert [r.levelname for r in caplog.records if r.getMessage() == summary] == ["ERROR"]
-        assert _health(srv.port) == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert health_of(srv.port) == health_pb2.HealthCheckResponse.NOT_SERVING
         assert _load_failures(srv) == {(NAME, "1"): 1.0, (NAME, "2"): 1.0}
         _drop_in(digits_pkg, root, "3")
         _wait_for(
             "SERVING once version 3 loads",
-            lambda: _health(srv.port) == health_pb2.HealthCheckResponse.SERVING,
+            lambda: health_of(srv.port) == health_pb2.HealthCheckResponse.SERVING,
         )
         with grpc.insecure_channel(f"127.0.0.1:{srv.port}") as ch:
             assert _decode(codec_pb2_grpc.CodecStub(ch), local, _z(2)).model_version == "3"
@@ -407,7 +409,7 @@ def test_require_model_exits_1_when_nothing_loads(tmp_path: Path, digits_pkg: Pa
     root = tmp_path / "repo"
     shutil.copytree(digits_pkg, root / NAME / "1")
     (root / NAME / "1" / "decoder.onnx").unlink()
-    port = _free_port()
+    port = free_port()
     cmd = [sys.executable, "-m", "latentwire.runtime.cli", "serve", "--models", str(root)]
     cmd += ["--host", "127.0.0.1", "--port", str(port), "--providers", "cpu", "--require-model"]
     env = {**os.environ, "TMPDIR": str(tmp_path)}
@@ -507,25 +509,9 @@ def test_stop_releases_both_ports(repo: Path, local: Model, serve: Any) -> None:
         urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
-
-
-def _health(port: int) -> int | None:
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
-        try:
-            stub = health_pb2_grpc.HealthStub(ch)
-            return int(stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status)
-        except grpc.RpcError:
-            return None
-
-
 @pytest.mark.slow
 def test_sigterm_drains_requests_in_flight(repo: Path, local: Model, frontend: Any) -> None:
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "LATENTWIRE_TOKEN"}
     cmd = [sys.executable, "-m", "latentwire.runtime.cli", "serve", "--models", str(repo)]
     cmd += ["--host", "127.0.0.1", "--port", str(port), "--max-delay-ms", "300"]
@@ -536,7 +522,7 @@ def test_sigterm_drains_requests_in_flight(repo: Path, local: Model, frontend: A
         _wait_for(
             "the server to report SERVING",
             lambda: (
-                proc.poll() is not None or _health(port) == health_pb2.HealthCheckResponse.SERVING
+                proc.poll() is not None or health_of(port) == health_pb2.HealthCheckResponse.SERVING
             ),
             timeout=60,
         )
@@ -567,7 +553,7 @@ def test_sigterm_drains_requests_in_flight(repo: Path, local: Model, frontend: A
             tensor_to_array(response.reconstruction), local.decode(z), atol=1e-6
         )
         # calls after the signal are refused (draining, or gone once drained)
-        assert _health(port) != health_pb2.HealthCheckResponse.SERVING
+        assert health_of(port) != health_pb2.HealthCheckResponse.SERVING
         with grpc.insecure_channel(f"127.0.0.1:{port}") as ch, pytest.raises(grpc.RpcError) as info:
             _decode(codec_pb2_grpc.CodecStub(ch), local, z)
         assert info.value.code() == grpc.StatusCode.UNAVAILABLE
@@ -640,7 +626,7 @@ def test_serve_refuses_a_busy_port(repo: Path, capsys: pytest.CaptureFixture[str
 def test_serve_refuses_a_busy_metrics_port_and_closes_its_grpc_port(
     repo: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    port = _free_port()
+    port = free_port()
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()

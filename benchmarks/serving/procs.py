@@ -11,6 +11,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -214,3 +215,12 @@ def machine_info() -> dict[str, Any]:
         "loadavg_at_start": list(os.getloadavg()),
         "steal_in_proc_stat": cpu_times() is not None,
     }
+
+
+def latentwire_command() -> list[str]:
+    """How to run `latentwire` with this interpreter's installation."""
+    exe = Path(sys.executable).parent / "latentwire"
+    if exe.exists():
+        return [str(exe)]
+    code = "from latentwire.runtime.cli import main; raise SystemExit(main())"
+    return [sys.executable, "-c", code]
