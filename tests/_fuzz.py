@@ -7,8 +7,11 @@ cases (N=1500: 30,000 cases in about 7 minutes on a 2-core VM):
     LATENTWIRE_FUZZ_EXAMPLES=1500 pytest tests/test_fuzz*.py tests/test_package_safety.py \
         --hypothesis-show-statistics
 
-`--hypothesis-seed=S` replays a run; a failure prints the shrunk case and a blob for
-`@reproduce_failure`. No example database is written (the repository stays clean).
+Under CI (CI set, no LATENTWIRE_FUZZ_EXAMPLES) the cases are derandomized: the same every
+run, so a landing never depends on the draw; everywhere else each run draws new cases, and
+what they find becomes a fixed test. `--hypothesis-seed=S` replays a run; a failure
+prints the shrunk case and a blob for `@reproduce_failure`. No example database is
+written (the repository stays clean).
 
 Each case must end in a correct answer or in the error class (or gRPC status) the design
 names for it: never a crash, a hang, another exception type, or INTERNAL.
@@ -41,6 +44,7 @@ def fuzz(ci: int) -> settings:
     """Hypothesis settings of one fuzz target with a CI budget of `ci` cases."""
     return settings(
         max_examples=budget(ci),
+        derandomize=bool(os.environ.get("CI")) and not os.environ.get(EXAMPLES_ENV),
         deadline=None,  # a shared 2-core machine: timings vary, hangs are caught by pytest
         database=None,
         print_blob=True,

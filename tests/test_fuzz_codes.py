@@ -225,5 +225,21 @@ def test_fuzzed_messages_of_each_format(data: st.DataObject, name: str) -> None:
     if isinstance(z, BaseException):
         return
     assert z.dtype == np.float32 and z.shape[:2] == (msg.count, K)
-    if name == "f32":  # f16 may overflow to inf; its check is the decoder's NaN/Inf check
-        assert np.all(np.isfinite(z))
+    if name == "f32":  # dequantising adds no NaN/Inf: any comes from the bytes themselves,
+        # which Model.prepare_codes refuses before this step (tests/test_fuzz_server.py)
+        assert np.array_equal(np.isfinite(z), np.isfinite(fmt.unpack(msg)))
+
+
+def test_nan_bytes_in_f32_codes_pass_the_format_and_stop_at_the_model(digits_pkg: Path) -> None:
+    """The case CI's fuzzing drew (0xFFFFFFFF is a float32 NaN): the format layer passes
+    the value through unchanged, and the model's check refuses it, naming NaN/Inf."""
+    fmt = FORMATS["f32"]
+    w = np.zeros((1, K), dtype=np.float32)
+    w.view(np.uint32)[0, 0] = 0xFFFFFFFF
+    z = fmt.dequantize(fmt.check_wire(w))
+    assert np.isnan(z[0, 0]) and np.all(np.isfinite(z[0, 1:]))
+    model = Model(digits_pkg)
+    codes = np.zeros((1, *model.manifest.latent.shape), dtype=np.float32)
+    codes.view(np.uint32).flat[0] = 0xFFFFFFFF
+    with pytest.raises(InputError, match="NaN/Inf"):
+        model.prepare_codes(codes)
