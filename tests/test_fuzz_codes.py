@@ -239,7 +239,7 @@ def test_nan_bytes_in_f32_codes_pass_the_format_and_stop_at_the_model(digits_pkg
     z = fmt.dequantize(fmt.check_wire(w))
     assert np.isnan(z[0, 0]) and np.all(np.isfinite(z[0, 1:]))
     model = Model(digits_pkg)
-    codes = np.zeros((1, *model.manifest.latent.shape), dtype=np.float32)
+    codes = np.zeros((1, K), dtype=np.float32)
     codes.view(np.uint32).flat[0] = 0xFFFFFFFF
     with pytest.raises(InputError, match="NaN/Inf"):
         model.prepare_codes(codes)
