@@ -170,18 +170,24 @@ def _reference_decode(refs: dict[str, Model], request: codec_pb2.DecodeRequest) 
     return x
 
 
+def _check_refusal(err: grpc.RpcError, want: Any) -> None:
+    """A refused call: an allowed status, no traceback, and the status `want` expects (an
+    answer, too big to send, may only be RESOURCE_EXHAUSTED; None = no expectation)."""
+    code, details = err.code(), err.details() or ""
+    assert code in ALLOWED, f"{code}: {details}"
+    assert "Traceback" not in details
+    if isinstance(want, np.ndarray):
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED, f"{code}: {details}"
+    elif want is not None:
+        assert code in (want if isinstance(want, set) else {want}), f"{code}: {details}"
+
+
 def _check_decode(want: Any, call: Any) -> None:
     """`call()` answers a DecodeResponse matching `want` (an array, a status or a set)."""
     try:
         response = call()
     except grpc.RpcError as err:
-        code, details = err.code(), err.details() or ""
-        assert code in ALLOWED, f"{code}: {details}"
-        assert "Traceback" not in details
-        if isinstance(want, np.ndarray):
-            assert code == grpc.StatusCode.RESOURCE_EXHAUSTED, f"{code}: {details}"
-        else:
-            assert code in (want if isinstance(want, set) else {want}), f"{code}: {details}"
+        _check_refusal(err, want)
         return
     assert isinstance(want, np.ndarray), f"answered, but the reference says {want}"
     got = tensor_to_array(response.reconstruction)
@@ -415,13 +421,7 @@ def test_model_infer(data: st.DataObject, front: Front, served: dict[str, Model]
     try:
         response = front.infer(case.request, timeout=TIMEOUT)
     except grpc.RpcError as err:
-        code, details = err.code(), err.details() or ""
-        assert code in ALLOWED, f"{code}: {details}"
-        assert "Traceback" not in details
-        if isinstance(want, np.ndarray):
-            assert code == grpc.StatusCode.RESOURCE_EXHAUSTED, f"{code}: {details}"
-        elif want is not None:
-            assert code == want, f"{code}: {details}"
+        _check_refusal(err, want)
         return
     assert not isinstance(want, grpc.StatusCode), f"answered, but the reference says {want}"
     (out,) = response.outputs
