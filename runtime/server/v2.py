@@ -127,18 +127,17 @@ class V2Service:
             )
         return self.registry.resolve(base, version), role
 
-    def _infer_target(self, model_name: str, version: str, fingerprint: str) -> Version | None:
-        """The version a ModelInfer names or routes to by fingerprint; None = the latest,
-        which `_target` resolves. Refuses a decode that would have to guess (module doc)."""
+    def _infer_target(self, model_name: str, version: str, fingerprint: str) -> Version:
+        """The version a ModelInfer names or routes to by fingerprint. Refuses a decode
+        that would have to guess (module doc)."""
         if version:
-            if fingerprint:
-                v, _ = self._target(model_name, version)
-                if fingerprint != v.fingerprint:
-                    raise FingerprintMismatch(
-                        f"the request asks for fingerprint {fingerprint}; {v.name}/{v.version} "
-                        f"has {v.fingerprint}"
-                    )
-            return None
+            v, _ = self._target(model_name, version)
+            if fingerprint and fingerprint != v.fingerprint:
+                raise FingerprintMismatch(
+                    f"the request asks for fingerprint {fingerprint}; {v.name}/{v.version} "
+                    f"has {v.fingerprint}"
+                )
+            return v
         latest, role = self._target(model_name, "")
         if fingerprint:
             if fingerprint == latest.fingerprint:
@@ -172,10 +171,8 @@ class V2Service:
         codes = replace(m.latent, dtype=m.codes.wire_dtype)
         return (codes, m.output) if role == "decoder" else (m.input, codes)
 
-    def _binding(self, model_name: str, version: str, v: Version | None = None) -> _Binding:
-        role = model_name.rpartition(".")[2]
-        if v is None:
-            v, role = self._target(model_name, version)
+    def _binding(self, v: Version, role: str) -> _Binding:
+        """What ModelInfer needs of `v`'s decoder or encoder, cached on the version."""
         binding = v.cache.get(("v2", role))
         if binding is None:
             inp, out = self._io(v, role)
@@ -292,7 +289,8 @@ class V2Service:
         model_name, version = request.model_name, request.model_version
         params = request.parameters
         want = params["fingerprint"].string_param if params and "fingerprint" in params else ""
-        b = self._binding(model_name, version, self._infer_target(model_name, version, want))
+        v = self._infer_target(model_name, version, want)
+        b = self._binding(v, model_name.rpartition(".")[2])
         outputs = request.outputs
         if outputs:
             for requested in outputs:
