@@ -74,13 +74,16 @@ class _Snapshot:
     """By name, then version (numeric versions numerically): what lookups list."""
     by_fingerprint: dict[str, Version] = field(default_factory=dict)
     latest: dict[str, Version] = field(default_factory=dict)
+    by_name: dict[str, tuple[Version, ...]] = field(default_factory=dict)
+    """Each model's versions, oldest first."""
 
     @classmethod
     def of(cls, versions: dict[tuple[str, str], Version]) -> _Snapshot:
         ordered = sorted(versions.values(), key=lambda v: (v.name, _version_key(v.version)))
         by_fp = {v.fingerprint: v for v in ordered}  # a duplicate fingerprint: newest wins
         latest = {v.name: v for v in ordered}
-        return cls(dict(versions), tuple(ordered), by_fp, latest)
+        by_name = {n: tuple(v for v in ordered if v.name == n) for n in latest}
+        return cls(dict(versions), tuple(ordered), by_fp, latest, by_name)
 
 
 class Registry:
@@ -120,6 +123,10 @@ class Registry:
     # -- lookups (lock-free: one snapshot read) ----------------------------------------
     def versions(self) -> list[Version]:
         return list(self._snap.ordered)
+
+    def versions_of(self, name: str) -> tuple[Version, ...]:
+        """The loaded versions of model `name`, oldest first (none: empty)."""
+        return self._snap.by_name.get(name, ())
 
     def is_latest(self, v: Version) -> bool:
         return self._snap.latest.get(v.name) is v

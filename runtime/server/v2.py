@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -78,7 +79,7 @@ def _v2_datatype(dtype: str) -> str:
     return _V2_NAMES[np.dtype(dtype).name]
 
 
-def _listing(versions: list[Version]) -> str:
+def _listing(versions: Sequence[Version]) -> str:
     return ", ".join(f"{v.version}: {v.fingerprint}" for v in versions) or "none"
 
 
@@ -142,7 +143,7 @@ class V2Service:
         if fingerprint:
             if fingerprint == latest.fingerprint:
                 return latest
-            same = [v for v in self.registry.versions() if v.name == latest.name]
+            same = self.registry.versions_of(latest.name)
             for v in reversed(same):
                 if v.fingerprint == fingerprint:
                     return v
@@ -152,7 +153,7 @@ class V2Service:
                 "another encoder"
             )
         if role == "decoder":
-            same = [v for v in self.registry.versions() if v.name == latest.name]
+            same = self.registry.versions_of(latest.name)
             if any(v.fingerprint != latest.fingerprint for v in same):
                 raise FingerprintMismatch(
                     f"{model_name!r} has versions of different encoders loaded "
@@ -214,7 +215,7 @@ class V2Service:
     ) -> pb.ModelMetadataResponse:
         v, role = self._target(request.name, request.version)
         inp, out = self._io(v, role)
-        versions = [x.version for x in self.registry.versions() if x.name == v.name]
+        versions = [x.version for x in self.registry.versions_of(v.name)]
         meta = pb.ModelMetadataResponse.TensorMetadata
         return pb.ModelMetadataResponse(
             name=request.name,
