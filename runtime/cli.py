@@ -46,6 +46,14 @@ from .server import cli as server_cli
 
 log = logging.getLogger("latentwire")
 
+_APPLICATION_COMMANDS = (
+    "latentwire.runtime.score_cli",  # latentwire score: anomaly scores and flags
+    "latentwire.runtime.embed_cli",  # latentwire embed: float latents as features
+    "latentwire.runtime.denoise_cli",  # latentwire denoise: encode + decode a noisy input
+)
+"""Edge-safe commands for the autoencoder's applications; each module has
+`add_command(sub)` and imports numpy and ONNX Runtime only."""
+
 
 def _load(args: argparse.Namespace, role: str) -> Model:
     return Model(args.model, providers=args.providers, threads=args.threads, roles=(role,))
@@ -312,6 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
         training.add_command(sub, name)
     server_cli.add_command(sub)
     client_cli.add_commands(sub)
+    for app in _APPLICATION_COMMANDS:  # score, embed, denoise: one module each
+        importlib.import_module(app).add_command(sub)
 
     p = sub.add_parser(
         "encode",

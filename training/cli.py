@@ -4,6 +4,7 @@ imports nothing heavy at import time, so `latentwire --help` stays fast and torc
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import shlex
@@ -308,6 +309,29 @@ def _add_command(sub: Any, name: str) -> None:
             "--report", required=True, type=Path, metavar="OUTDIR", help="folder to write"
         )
         p.add_argument("--json", action="store_true", help="print report.json instead of the table")
+        t = p.add_argument_group("applications")
+        t.add_argument(
+            "--task",
+            choices=EVALUATE_TASKS,
+            help="rd: rate-distortion (the default); anomaly: detection quality against "
+            "IsolationForest, ECOD and PCA (needs --labels for your own data); denoise: "
+            "denoising against scikit-image's denoisers (implied by --noise); embed: codes as "
+            "features against PCA; retrieval: nearest-neighbour recall of decoded vectors "
+            "against faiss",
+        )
+        t.add_argument(
+            "--labels",
+            metavar="PATH",
+            help="anomaly/embed: one label per test sample (.npy or .csv); built-in "
+            "data (digits, breast-cancer, wine) carries its own",
+        )
+        t.add_argument(
+            "--noise",
+            metavar="SPEC",
+            help="denoise: the noise to add to the test data, e.g. gaussian:0.1,0.3,0.5",
+        )
+        for task in EVALUATE_TASKS[1:]:
+            _task_module(task).add_arguments(t)
         p.set_defaults(func=run_evaluate)
     elif name == "demo":
         p = sub.add_parser(
@@ -454,7 +478,19 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+EVALUATE_TASKS = ("rd", "anomaly", "denoise", "embed", "retrieval")
+
+
+def _task_module(task: str) -> Any:
+    """training/eval_<task>.py: `add_arguments(group)` (flags beyond --task, --labels and
+    --noise; imports nothing heavy at module level) and `run(args) -> int`."""
+    return importlib.import_module(f"latentwire.training.eval_{task}")
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
+    task = args.task or ("denoise" if args.noise else "rd")
+    if task != "rd":
+        return int(_task_module(task).run(args))
     try:
         import matplotlib  # noqa: F401
         import sklearn  # noqa: F401
