@@ -20,6 +20,7 @@ from latentwire.runtime.model import first_nonfinite
 BUILTIN = (
     "digits",
     "breast-cancer",
+    "wine",
     "sample-images",
     "sample-images:china",
     "sample-images:flower",
@@ -79,6 +80,13 @@ def _breast_cancer() -> Dataset:
 
     x = load_breast_cancer().data
     return _finish(x, name="breast-cancer", source="breast-cancer", image=False, norm="standard")
+
+
+def _wine() -> Dataset:
+    from sklearn.datasets import load_wine
+
+    x = load_wine().data
+    return _finish(x, name="wine", source="wine", image=False, norm="standard")
 
 
 def sample_photos(which: str | None = None) -> list[np.ndarray]:
@@ -247,6 +255,8 @@ def load_data(spec: str, *, key: str | None = None, patch: int = 32) -> Dataset:
         return _digits()
     if spec == "breast-cancer":
         return _breast_cancer()
+    if spec == "wine":
+        return _wine()
     if spec == "sample-images":
         return _sample_images(patch)
     if spec == "photos":
