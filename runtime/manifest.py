@@ -55,6 +55,12 @@ MANIFEST_FILE = "manifest.json"
 FINGERPRINT_KEY = "latentwire.fingerprint"
 ROLES = ("encoder", "decoder")
 """The two graphs of a package, by their keys in `files`."""
+SCORER = "scorer"
+"""Optional third graph (`train --task anomaly --edge-score`): input -> codes, latents and
+the reconstruction-error score, for edges that score; outside the fingerprint's graphs."""
+ANOMALY = "anomaly"
+"""Optional `files` entry (and manifest section) of a package trained for anomaly
+detection: the densities' npz (see runtime/anomaly.py); outside the fingerprint."""
 _CONTRACT_KEYS = ("input", "latent", "output", "normalization", "codes")
 NORMALIZATION_KINDS = ("none", "minmax", "standard", "scale")
 
@@ -244,6 +250,12 @@ class Manifest:
                 raise PackageError(f"files must be an object, got {type(files).__name__}")
             for role in ROLES:
                 _check_file_entry(files.get(role), role)
+            if SCORER in files:
+                _check_file_entry(files[SCORER], SCORER)
+            if ANOMALY in files or ANOMALY in d:
+                _check_file_entry(files.get(ANOMALY), ANOMALY, graph=False)
+                if not isinstance(d.get(ANOMALY), dict):
+                    raise PackageError("files.anomaly needs a manifest section anomaly (object)")
             return cls(
                 name=_text(d, "name", "manifest"),
                 fingerprint=_text(d, "fingerprint", "manifest"),
@@ -288,8 +300,9 @@ class Manifest:
             raise PackageError(f"{path}: {exc}") from exc.__cause__
 
 
-def _check_file_entry(entry: Any, role: str) -> None:
-    """files.<role>: a plain file name inside the package and hex sha256s."""
+def _check_file_entry(entry: Any, role: str, *, graph: bool = True) -> None:
+    """files.<role>: a plain file name inside the package and hex sha256s (a graph's
+    also before its fingerprint was written, `graph_sha256`)."""
     if not isinstance(entry, dict):
         raise PackageError(f"files.{role} must be an object, got {entry!r:.80}")
     name = entry.get("path")
@@ -300,7 +313,7 @@ def _check_file_entry(entry: Any, role: str) -> None:
     size = entry.get("bytes", 0)
     if not _is_int(size) or size < 0:
         raise PackageError(f"files.{role}.bytes must be a byte count, got {size!r:.40}")
-    for key in ("sha256", "graph_sha256"):
+    for key in ("sha256", "graph_sha256") if graph else ("sha256",):
         digest = entry.get(key)
         if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
             raise PackageError(f"files.{role}.{key} must be 64 hex digits, got {digest!r:.80}")

@@ -12,11 +12,14 @@ import numpy as np
 
 from . import _ort
 from ._proto.v1 import codec_pb2
+from .anomaly import MAX_ANOMALY_BYTES, RECON, Detector, ScoreResult, load_arrays, recon_error
 from .errors import CodesError, FingerprintMismatch, InputError, IntegrityError, PackageError
 from .formats import CODES_OUTPUT, CodeFormat
 from .manifest import (
+    ANOMALY,
     FINGERPRINT_KEY,
     ROLES,
+    SCORER,
     Manifest,
     TensorSpec,
     compute_fingerprint,
@@ -31,6 +34,8 @@ DEFAULT_BATCH = 4096
 MESSAGE_BYTES = 1 << 20
 """Default payload bound of one Codes message (gRPC's default receive limit is 4 MiB)."""
 _F32_MAX = float(np.finfo(np.float32).max)
+SCORE_OUTPUT = "score"
+"""The scorer graph's third output: reconstruction error per sample (see runtime/anomaly.py)."""
 
 
 def first_nonfinite(arr: np.ndarray) -> tuple[int, tuple[int, ...]] | None:
@@ -262,7 +267,12 @@ class Model:
     """A loaded model package: verified files, one ONNX Runtime session per graph.
 
     `roles` picks the graphs to load: an edge device that only encodes needs a package
-    with just `encoder.onnx` and `manifest.json`, and loads `roles=("encoder",)`.
+    with just `encoder.onnx` and `manifest.json`, and loads `roles=("encoder",)`. A package
+    exported with `--edge-score` also has `scorer.onnx` (the encoder plus the decoder and
+    the reconstruction error): `roles=("scorer",)` encodes and scores in one call.
+
+    A package trained with `--task anomaly` carries its detector (`self.detector`, see
+    runtime/anomaly.py), loaded and checked with the graphs; None otherwise.
 
     Nothing reaches ONNX Runtime before the whole package is checked: the manifest (sizes
     included), files that stay inside the package folder (and inside `root`, the model
@@ -283,10 +293,14 @@ class Model:
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if not roles or any(r not in ROLES for r in roles):
-            raise ValueError(f"roles must be a non-empty subset of {ROLES}, got {roles}")
+        if not roles or any(r not in (*ROLES, SCORER) for r in roles):
+            raise ValueError(f"roles must be a non-empty subset of {(*ROLES, SCORER)}, got {roles}")
         self.path = Path(path)
         self.manifest = m = Manifest.load(self.path, root=root)
+        if SCORER in roles and SCORER not in m.files:
+            raise PackageError(
+                f"{self.path} has no scorer graph: train it with `--task anomaly --edge-score`"
+            )
         self.batch_size = batch_size
         if compute_fingerprint(m.raw) != m.fingerprint:
             raise IntegrityError(
@@ -304,6 +318,7 @@ class Model:
         io_names = {
             "encoder": (m.input.name, CODES_OUTPUT, m.latent.name),
             "decoder": (m.latent.name, m.output.name),
+            SCORER: (m.input.name, CODES_OUTPUT, m.latent.name, SCORE_OUTPUT),
         }
         for role, sess in self._sessions.items():
             meta = sess.get_modelmeta().custom_metadata_map.get(FINGERPRINT_KEY)
@@ -319,6 +334,31 @@ class Model:
                     f"manifest says {io_names[role][0]} -> {', '.join(io_names[role][1:])}"
                 )
         self.providers = next(iter(self._sessions.values())).get_providers()
+        self.detector: Detector | None = self._load_detector(max_graph_bytes)
+
+    def _load_detector(self, max_bytes: int) -> Detector | None:
+        """The package's anomaly detector (sha256-checked npz, no pickle), or None."""
+        m = self.manifest
+        if ANOMALY not in m.raw:
+            return None
+        entry = m.files[ANOMALY]
+        shown = self.path / entry["path"]
+        try:
+            blob = read_package_file(
+                package_file(self.path, entry["path"]), min(max_bytes, MAX_ANOMALY_BYTES)
+            )
+        except OSError as exc:
+            raise PackageError(f"cannot read {shown}: {exc.strerror}") from None
+        digest = hashlib.sha256(blob).hexdigest()
+        if digest != entry["sha256"]:
+            raise IntegrityError(
+                f"{shown} has sha256 {digest[:16]}..., the manifest expects "
+                f"{entry['sha256'][:16]}...: the file was changed after export"
+            )
+        try:
+            return Detector.from_package(m.raw[ANOMALY], load_arrays(blob, str(shown)))
+        except PackageError as exc:
+            raise PackageError(f"{self.path}: {exc}") from None
 
     # -- properties ---------------------------------------------------------------------
     @property
@@ -339,6 +379,8 @@ class Model:
     # -- arrays -------------------------------------------------------------------------
     def _run(self, role: str, feed: str, out: str, arr: np.ndarray) -> np.ndarray:
         sess = self._sessions.get(role)
+        if sess is None and role == "encoder":  # the scorer graph encodes too
+            sess = self._sessions.get(SCORER)
         if sess is None:
             raise PackageError(
                 f"{self.path}: the {role} was not loaded (roles={tuple(self._sessions)})"
@@ -412,6 +454,80 @@ class Model:
         """Run the decoder graph on checked float32 latents; returns the user's units."""
         m = self.manifest
         return m.normalization.inverse(self._run("decoder", m.latent.name, m.output.name, z))
+
+    # -- anomaly scores -----------------------------------------------------------------
+    def _need_detector(self) -> Detector:
+        if self.detector is None:
+            raise InputError(
+                f"model {self.name!r} was not trained for anomaly detection: train it with "
+                "`latentwire train --task anomaly`"
+            )
+        return self.detector
+
+    @property
+    def can_score_recon(self) -> bool:
+        """Whether `score` can compute the reconstruction error (a loaded decoder or
+        scorer graph, and a package that calibrated it)."""
+        det = self.detector
+        loaded = SCORER in self._sessions or {"decoder"} <= set(self._sessions)
+        return det is not None and RECON in det.scores and loaded
+
+    def score(self, x: Any, score: str | None = None, *, fpr: float | None = None) -> ScoreResult:
+        """Anomaly scores of samples in the user's units: `score` names one of the
+        package's scores (default: "recon" when the decoder or scorer graph is loaded,
+        else the package's default code density); `fpr` re-thresholds from the held-out
+        scores instead of the stored threshold."""
+        det = self._need_detector()
+        name = score or (RECON if self.can_score_recon else det.default_codes_score)
+        det.threshold_for(name)  # unknown names fail before any work
+        normed = self.prepare_inputs(x)
+        if name == RECON:
+            return det.result(RECON, self._recon_scores(normed), fpr)
+        return det.score_latents(self._latents_of(self.run_encoder(normed)), name, fpr=fpr)
+
+    def encode_scored(
+        self, x: Any, score: str | None = None, *, fpr: float | None = None
+    ) -> tuple[np.ndarray, ScoreResult]:
+        """Wire codes (as `encode`) and their anomaly scores (as `score`), with one ONNX
+        Runtime call when the scorer graph is loaded."""
+        det = self._need_detector()
+        normed = self.prepare_inputs(x)
+        name = score or (RECON if self.can_score_recon else det.default_codes_score)
+        det.threshold_for(name)
+        if SCORER in self._sessions:
+            m = self.manifest
+            w, recon = self._sessions[SCORER].run(
+                [CODES_OUTPUT, SCORE_OUTPUT], {m.input.name: normed}
+            )
+            self.check_latents_out(w)
+            if name == RECON:
+                return w, det.result(RECON, recon.astype(np.float64), fpr)
+        else:
+            w = self.run_encoder(normed)
+            self.check_latents_out(w)
+            if name == RECON:
+                return w, det.result(RECON, self._recon_scores(normed, w), fpr)
+        return w, det.score_latents(self._latents_of(w), name, fpr=fpr)
+
+    def _latents_of(self, w: np.ndarray) -> np.ndarray:
+        """Wire codes -> the float latents the decoder (and the densities) see."""
+        self.check_latents_out(w)
+        return self.manifest.codes.dequantize(w)
+
+    def _recon_scores(self, normed: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
+        """Reconstruction error per sample in model units, through the codes as a server
+        decodes them (the scorer graph computes the same in one call)."""
+        m = self.manifest
+        if SCORER in self._sessions and w is None:
+            scores: np.ndarray = self._run(SCORER, m.input.name, SCORE_OUTPUT, normed)
+            return scores.astype(np.float64)
+        if "decoder" not in self._sessions:
+            raise InputError(
+                f"the reconstruction score needs the decoder or the scorer graph; loaded: "
+                f"{', '.join(self._sessions)}"
+            )
+        z = self._latents_of(self.run_encoder(normed) if w is None else w)
+        return recon_error(normed, self._run("decoder", m.latent.name, m.output.name, z))
 
     # -- codes messages -----------------------------------------------------------------
     def to_codes(
