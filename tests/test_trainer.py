@@ -432,7 +432,7 @@ def test_mask_noise() -> None:
 
 
 def test_gaussian_noise() -> None:
-    corrupt = parse_noise("gaussian:0.3")
+    corrupt = parse_noise("gaussian:0.3:noclip")  # clipping: tests/test_denoise_noise.py
     assert corrupt is not None
     x = torch.rand(200, 500)
     out = corrupt(x, torch.Generator().manual_seed(0))

@@ -121,8 +121,15 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--noise",
-        metavar="KIND:AMOUNT",
-        help="denoising: gaussian:0.3 or mask:0.25 corrupts inputs; the target stays clean",
+        metavar="SPEC",
+        help="denoising: corrupt the inputs, the target stays clean. gaussian:SIGMA adds "
+        "N(0, SIGMA^2); gaussian:LO..HI is blind, sigma ~ U(LO, HI) per sample, one model "
+        "for every noise level (e.g. gaussian:0..0.6); mask:P zeroes each value with "
+        "probability P. SIGMA is in the model's units (after --normalize): a fraction of "
+        "the full range for digits and 8-bit images (0.1 = 25.5 grey levels), standard "
+        "deviations with --normalize standard. Noisy values of [0, 1] data are clipped to "
+        "[0, 1] (a saturating sensor); add :noclip to keep them (gaussian:0.3:noclip). "
+        "The manifest records the spec (training.noise)",
     )
     g.add_argument(
         "--normalize",

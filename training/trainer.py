@@ -9,7 +9,6 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from latentwire.runtime.manifest import Normalization
 
 from .data import Dataset, fit_normalization, same_source, split
 from .models import Autoencoder, ModelConfig, build_model
+from .noise import parse_noise
 
 log = logging.getLogger("latentwire.training")
 
@@ -77,30 +77,6 @@ class TrainResult:
     checkpoint: Path | None = None
     train_index: np.ndarray | None = None
     val_index: np.ndarray | None = None
-
-
-def parse_noise(spec: str | None) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None:
-    """ "gaussian:0.3" adds N(0, 0.3^2) noise (model units); "mask:0.25" zeroes 25% of values."""
-    if not spec:
-        return None
-    kind, _, value = spec.partition(":")
-    try:
-        amount = float(value)
-    except ValueError:
-        amount = math.nan
-    if kind not in ("gaussian", "mask") or not math.isfinite(amount) or amount < 0:
-        raise DataError(
-            f"--noise must be gaussian:SIGMA or mask:P (e.g. gaussian:0.3), got {spec!r}"
-        )
-    if kind == "mask" and not amount < 1:
-        raise DataError(f"--noise mask:P needs 0 <= P < 1, got {amount}")
-
-    def corrupt(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        r = torch.rand if kind == "mask" else torch.randn
-        noise = r(x.shape, generator=gen, dtype=x.dtype).to(x.device)
-        return x * (noise >= amount) if kind == "mask" else x + amount * noise
-
-    return corrupt
 
 
 BLOWUP_FACTOR = 4
