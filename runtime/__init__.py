@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from . import _ort as _ort  # fails early, naming the extras, when ONNX Runtime is missing
 from .codes import read_codes_file, write_codes_file
+from .embed import LatentwireTransformer
 from .errors import (
     CodesError,
     DataError,
@@ -35,6 +36,7 @@ __all__ = [
     "InputError",
     "IntegrityError",
     "LatentwireError",
+    "LatentwireTransformer",
     "Manifest",
     "Model",
     "PackageError",

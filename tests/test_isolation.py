@@ -55,3 +55,24 @@ def test_missing_onnxruntime_names_the_extras() -> None:
     """)
     assert proc.returncode == 0, proc.stderr
     assert "latentwire[cpu]" in proc.stdout and "latentwire[gpu]" in proc.stdout
+
+
+def test_embed_needs_neither_torch_nor_sklearn(digits_pkg: Path, tmp_path: Path) -> None:
+    """`latentwire embed` and the transformer run on an edge install (no torch, no
+    scikit-learn: the transformer only imports scikit-learn's tags when sklearn asks)."""
+    x, z = tmp_path / "x.npy", tmp_path / "z.csv"
+    proc = _run(f"""
+        import sys
+        import numpy as np
+        from latentwire.runtime import LatentwireTransformer, cli
+        np.save({str(x)!r}, np.random.rand(5, 64))
+        assert cli.main(["-q", "embed", "--model", {str(digits_pkg)!r}, {str(x)!r},
+                         "--out", {str(z)!r}]) == 0
+        t = LatentwireTransformer({str(digits_pkg)!r})
+        assert t.inverse_transform(t.fit_transform(np.load({str(x)!r}))).shape == (5, 64)
+        heavy = sorted(k for k in sys.modules
+                       if k.split(".")[0] in ("torch", "onnx", "onnxscript", "sklearn"))
+        print("HEAVY", heavy)
+    """)
+    assert proc.returncode == 0, proc.stderr
+    assert "HEAVY []" in proc.stdout
