@@ -9,6 +9,8 @@ Torch-free and onnx-free: numpy, grpcio and protobuf only, so it fits on edge de
     with Client("decoder.example:8500") as client:
         result = client.decode(encoder.encode_codes(x))   # one Decode RPC per message
         x_hat = result.x
+        scored = client.score(encoder.encode_codes(x))    # a package trained --task anomaly
+        scored.scores, scored.flags, scored.threshold
 
 Every RPC gets a deadline (`timeout`, per call or the client's default, spanning the
 retries) and is retried with exponential backoff and jitter when the server answers
@@ -67,6 +69,7 @@ __all__ = [
     "AsyncClient",
     "Client",
     "DecodeResult",
+    "ScoreReply",
     "StreamResult",
 ]
 
@@ -89,6 +92,26 @@ class DecodeResult:
     model_name: str
     model_version: str
     """The version directory that decoded the codes."""
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class ScoreReply:
+    """Anomaly scores of one or more Codes messages from the server's Score RPC, concatenated
+    in order (the fields of `latentwire.runtime.anomaly.ScoreResult`, and who scored)."""
+
+    score: str
+    """Which score ran ("gmm", "mahalanobis", "knn")."""
+    scores: np.ndarray
+    """float64 [N], higher = more anomalous."""
+    flags: np.ndarray
+    """bool [N]: scores > threshold (the server's is_anomaly)."""
+    threshold: float
+    """The threshold the flags used (the first message's; one encoder's messages share it)."""
+    p_values: np.ndarray
+    """float64 [N]: share of held-out normal scores >= each score (small = unusual)."""
+    model_name: str
+    model_version: str
     fingerprint: str
 
 
@@ -314,6 +337,38 @@ def _stream_result(resp: codec_pb2.DecodeResponse) -> StreamResult:
         model_name=resp.model_name,
         model_version=resp.model_version,
         fingerprint=resp.fingerprint,
+    )
+
+
+def _score_request(
+    i: int, msg: codec_pb2.Codes, score: str, threshold: float | None, fpr: float | None
+) -> codec_pb2.ScoreRequest:
+    return codec_pb2.ScoreRequest(id=str(i), codes=msg, score=score, threshold=threshold, fpr=fpr)
+
+
+def _score_reply(
+    responses: list[codec_pb2.ScoreResponse], messages: list[codec_pb2.Codes]
+) -> ScoreReply:
+    parts: dict[str, list[np.ndarray]] = {"scores": [], "flags": [], "p_values": []}
+    for r, m in zip(responses, messages, strict=True):
+        n = int(m.count)
+        tensors = (("scores", r.scores), ("flags", r.is_anomaly), ("p_values", r.p_values))
+        for key, tensor in tensors:
+            arr = tensor_to_array(tensor)
+            if arr.shape != (n,):
+                raise CodesError(f"the server sent {key} of shape {arr.shape} for {n} samples")
+            parts[key].append(arr)
+    first = responses[0]
+    joined = {k: v[0] if len(v) == 1 else np.concatenate(v) for k, v in parts.items()}
+    return ScoreReply(
+        score=first.score,
+        scores=joined["scores"].astype(np.float64, copy=False),
+        flags=joined["flags"] != 0,
+        threshold=first.threshold,
+        p_values=joined["p_values"].astype(np.float64, copy=False),
+        model_name=first.model_name,
+        model_version=first.model_version,
+        fingerprint=first.fingerprint,
     )
 
 
@@ -708,6 +763,26 @@ class Client(_Base):
             _sleep(delay)
         requests.check_complete()
 
+    def score(
+        self,
+        codes: CodesInput,
+        *,
+        score: str = "",
+        threshold: float | None = None,
+        fpr: float | None = None,
+        timeout: float | None = None,
+    ) -> ScoreReply:
+        """Anomaly scores of Codes messages (e.g. `model.encode_codes(x)` with an edge
+        encoder), one Score RPC each, from a package trained with `--task anomaly`.
+        `score` picks one of the package's code scores ("" = its default); `threshold` or
+        `fpr` flag against another threshold than the calibrated one."""
+        messages = _as_messages(codes)
+        responses = [
+            self._call(self._stub.Score, _score_request(i, msg, score, threshold, fpr), timeout)
+            for i, msg in enumerate(messages)
+        ]
+        return _score_reply(responses, messages)
+
     def encode(
         self, name: str, x: np.ndarray, *, version: str = "", timeout: float | None = None
     ) -> codec_pb2.Codes:
@@ -845,6 +920,25 @@ class AsyncClient(_Base):
                 call.cancel()
             await _asleep(delay)
         requests.check_complete()
+
+    async def score(
+        self,
+        codes: CodesInput,
+        *,
+        score: str = "",
+        threshold: float | None = None,
+        fpr: float | None = None,
+        timeout: float | None = None,
+    ) -> ScoreReply:
+        """Anomaly scores of Codes messages, one Score RPC each (see `Client.score`)."""
+        messages = _as_messages(codes)
+        responses = [
+            await self._call(
+                self._stub.Score, _score_request(i, msg, score, threshold, fpr), timeout
+            )
+            for i, msg in enumerate(messages)
+        ]
+        return _score_reply(responses, messages)
 
     async def encode(
         self, name: str, x: np.ndarray, *, version: str = "", timeout: float | None = None

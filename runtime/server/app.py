@@ -4,7 +4,7 @@ grpc.health.v1 and reflection; Prometheus metrics on another.
 Two fronts serve that port (`--frontend`, measured in benchmarks/serve.py):
 
 - **native** (the default when pygrpc-native is installed and no TLS is asked for):
-  HTTP/2 and gRPC run in Rust; V2 ModelInfer, Codec Decode and Encode and Health/Check
+  HTTP/2 and gRPC run in Rust; V2 ModelInfer, Codec Decode, Encode and Score and Health/Check
   reach one Python thread in batches and run as one ONNX Runtime call per graph (native.py).
   Every other method goes on to a grpcio server on a private Unix socket behind it.
 - **grpcio**: grpcio's sync server for everything, batching done by the handler threads
@@ -150,8 +150,8 @@ class Server:
             on_failure=self.metrics.load_failed,
         )
         self.metrics.models_loaded.set_function(lambda: len(self.registry.versions()))
-        self._codec = CodecService(self.registry)
-        self._v2 = V2Service(self.registry, self.readiness)
+        self._codec = CodecService(self.registry, self.metrics)
+        self._v2 = V2Service(self.registry, self.readiness, self.metrics)
         self._rpc = Rpc(self.metrics, self.readiness, cfg.max_send_bytes, cfg.max_streams)
         self.health = health.HealthServicer(experimental_non_blocking=True)
         self._health_status: dict[str, int] = {}

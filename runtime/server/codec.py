@@ -1,4 +1,5 @@
-"""latentwire.v1.Codec: decode codes (unary and streaming), encode, and model discovery."""
+"""latentwire.v1.Codec: decode codes (unary and streaming), encode, anomaly scores of codes
+(Score, see scoring.py), and model discovery."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ import grpc
 import numpy as np
 
 from .._proto.v1 import codec_pb2
-from ..codes import OUTPUT_DTYPES, tensor_to_array
+from ..codes import OUTPUT_DTYPES, array_to_tensor, tensor_to_array
 from ..errors import CodesError, InputError, LatentwireError
 from . import wire
 from .jobs import EMPTY_CODES, EMPTY_INPUTS, HotMethod, Job, make_job
+from .metrics import Metrics
 from .registry import Registry, Version
 from .rpc import Rpc, deadline_of, parser, serialize
+from .scoring import scorer_of
 
 SERVICE = "latentwire.v1.Codec"
 
@@ -49,8 +52,9 @@ def model_info(registry: Registry, v: Version) -> codec_pb2.ModelInfo:
 class CodecService:
     """The handlers of latentwire.v1.Codec."""
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, metrics: Metrics | None = None) -> None:
         self.registry = registry
+        self.metrics = metrics or Metrics()
 
     def decode_job(self, request: codec_pb2.DecodeRequest) -> Job:
         if not request.HasField("codes"):
@@ -109,6 +113,43 @@ class CodecService:
     def encode(self, request: codec_pb2.EncodeRequest, context: grpc.ServicerContext) -> bytes:
         return self.encode_job(request).run(deadline_of(context))
 
+    def score_job(self, request: codec_pb2.ScoreRequest) -> Job:
+        if not request.HasField("codes"):
+            raise CodesError("ScoreRequest has no codes")
+        codes = request.codes
+        v = self.registry.route(codes.model_name, codes.fingerprint)
+        scorer = scorer_of(self.registry, v, request.score)
+        threshold = scorer.threshold_of(
+            request.threshold if request.HasField("threshold") else None,
+            request.fpr if request.HasField("fpr") else None,
+        )
+        w = v.model.from_codes(codes)
+        request_id = request.id
+        scored = self.metrics.scored
+
+        def finish(y: np.ndarray) -> bytes:
+            scores, flags, p_values = scorer.split(y, threshold)
+            flagged = int(flags.sum())
+            scored(v.name, len(scores), flagged)
+            return serialize(
+                codec_pb2.ScoreResponse(
+                    id=request_id,
+                    model_name=v.name,
+                    model_version=v.version,
+                    fingerprint=v.fingerprint,
+                    score=scorer.score,
+                    scores=array_to_tensor(scores),
+                    is_anomaly=array_to_tensor(flags.astype(np.uint8)),
+                    threshold=threshold,
+                    p_values=array_to_tensor(p_values),
+                )
+            )
+
+        return make_job(scorer.graph, w, finish, empty=EMPTY_CODES)
+
+    def score(self, request: codec_pb2.ScoreRequest, context: grpc.ServicerContext) -> bytes:
+        return self.score_job(request).run(deadline_of(context))
+
     def _pick(self, name: str, version: str, fingerprint: str = "") -> Version:
         if fingerprint:
             v = self.registry.route(name, fingerprint)
@@ -148,6 +189,7 @@ class CodecService:
         return [
             HotMethod(f"/{SERVICE}/Decode", "Decode", parser(m.DecodeRequest), self.decode_job),
             HotMethod(f"/{SERVICE}/Encode", "Encode", parser(m.EncodeRequest), self.encode_job),
+            HotMethod(f"/{SERVICE}/Score", "Score", parser(m.ScoreRequest), self.score_job),
         ]
 
     def handler(self, rpc: Rpc) -> grpc.GenericRpcHandler:
@@ -158,6 +200,7 @@ class CodecService:
                 "Decode": rpc.unary("Decode", self.decode, m.DecodeRequest),
                 "DecodeStream": rpc.stream("DecodeStream", self.decode_stream, m.DecodeRequest),
                 "Encode": rpc.unary("Encode", self.encode, m.EncodeRequest),
+                "Score": rpc.unary("Score", self.score, m.ScoreRequest),
                 "GetModel": rpc.unary("GetModel", self.get_model, m.GetModelRequest),
                 "ListModels": rpc.unary("ListModels", self.list_models, m.ListModelsRequest),
                 "FetchEncoder": rpc.unary(

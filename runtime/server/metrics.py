@@ -6,6 +6,8 @@
     latentwire_batch_samples{model, version, role}          samples per ONNX Runtime call
     latentwire_batch_requests{model, version, role}         requests coalesced per call
     latentwire_bytes_received_total{method} / _sent_total   message payload bytes
+    latentwire_scored_samples_total{model}                  samples scored (Score, V2 scorer)
+    latentwire_anomalies_total{model}                       of those, flagged as anomalies
     latentwire_models_loaded                                loaded model versions
     latentwire_model_load_failures_total{model, version}    failed attempts to load a version
                                                             (at startup or dropped in later;
@@ -92,6 +94,18 @@ class Metrics:
         self.bytes_sent = Counter(
             "latentwire_bytes_sent", "Response message bytes", ["method"], registry=r
         )
+        self.scored_samples = Counter(
+            "latentwire_scored_samples",
+            "Samples given an anomaly score (Score RPC and V2 <name>.scorer)",
+            ["model"],
+            registry=r,
+        )
+        self.anomalies = Counter(
+            "latentwire_anomalies",
+            "Scored samples flagged as anomalies (score above the threshold)",
+            ["model"],
+            registry=r,
+        )
         self.models_loaded = Gauge("latentwire_models_loaded", "Model versions loaded", registry=r)
         self.load_failures = Counter(
             "latentwire_model_load_failures",
@@ -103,6 +117,14 @@ class Metrics:
     def load_failed(self, name: str, version: str, reason: str) -> None:
         """Count a version that failed to load (Registry's on_failure hook)."""
         self.load_failures.labels(name, version).inc()
+
+    def scored(self, model: str, samples: int, flagged: int) -> None:
+        """Count one answered scoring request: `samples` scored, `flagged` of them anomalies."""
+        self.scored_samples.labels(model).inc(samples)
+        if flagged:
+            self.anomalies.labels(model).inc(flagged)
+        else:  # the series exists (at 0) from the first scored sample on
+            self.anomalies.labels(model)
 
     def observer(self, name: str, version: str, role: str) -> Observer:
         return _GraphObserver(self, (name, version, role))

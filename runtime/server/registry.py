@@ -169,6 +169,23 @@ class Registry:
             + f"; loaded models: {', '.join(sorted(snap.latest)) or 'none'}"
         )
 
+    def graph(
+        self,
+        v: Version,
+        role: str,
+        run: Callable[[np.ndarray], np.ndarray],
+        prepare: Callable[[np.ndarray], np.ndarray],
+    ) -> Batcher:
+        """A Batcher for another graph of a loaded version (e.g. an anomaly scorer), with
+        this registry's batch policy and metrics labels (name, version, role)."""
+        return Batcher(
+            run,
+            self.policy,
+            self._observer(v.name, v.version, role),
+            label=f"{v.name}/{v.version} {role}",
+            prepare=prepare,
+        )
+
     def _not_found(self, snap: _Snapshot, name: str, version: str) -> str:
         if version and name in snap.latest:
             have = ", ".join(v.version for v in snap.ordered if v.name == name)

@@ -4,6 +4,16 @@ Each loaded package appears as two V2 models: `<name>.decoder` (input = the late
 e.g. `z`; output = the reconstruction, e.g. `x_hat`) and `<name>.encoder` (input `x`,
 output `z`). Standard clients (tritonclient, perf_analyzer) work unchanged.
 
+A package trained with `--task anomaly` is also `<name>.scorer`: the same codes input as its
+decoder; outputs `score` (FP32 [N], higher = more anomalous), `is_anomaly` (BOOL [N]) and
+`p_value` (FP32 [N]); the response parameters `threshold` (a string holding the float64
+threshold, exactly: this protocol version's InferParameter has no double) and `score` (which
+score ran). Request parameters: `score` (string: one of the package's code scores; default
+its default), and `threshold` or `fpr` (string or int64: flag against this threshold, or at
+this false-positive rate on the held-out normal scores, instead of the calibrated one).
+It is routed like the decoder (below) and batched like it (scoring.py). Asking a package
+without anomaly scoring for it is FAILED_PRECONDITION; ModelReady says False.
+
 Which version answers. V2 tensors carry no fingerprint, so codes could reach the decoder of
 another encoder; a decode is never sent to a guessed version:
 - the request parameter `fingerprint` (string, as in the package's manifest and every codes
@@ -11,8 +21,9 @@ another encoder; a decode is never sent to a guessed version:
   that version; no match is FAILED_PRECONDITION;
 - `model_version` alone is taken as asked;
 - with neither, the latest version answers when that is unambiguous: an encoder, or a
-  decoder whose loaded versions all share one fingerprint. A decoder with versions of
-  different encoders loaded refuses the call with FAILED_PRECONDITION, naming them.
+  decoder (or scorer) whose loaded versions all share one fingerprint. A decoder with
+  versions of different encoders loaded refuses the call with FAILED_PRECONDITION, naming
+  them.
 Every reply carries the parameter `fingerprint` of the version that made it, so codes from
 `<name>.encoder` can be sent back with theirs.
 
@@ -38,11 +49,14 @@ from .._proto.kserve.v2 import inference_pb2 as pb
 from ..codes import MAX_DIMS
 from ..errors import FingerprintMismatch, InputError, ModelNotFound
 from ..manifest import TensorSpec
-from . import wire
+from . import v2_scorer, wire
 from .batcher import Batcher
 from .jobs import EMPTY_CODES, EMPTY_INPUTS, HotMethod, Job, make_job
+from .metrics import Metrics
 from .registry import Registry, Version
 from .rpc import Readiness, Rpc, deadline_of, parser
+from .scoring import has_detector, no_detector
+from .v2_scorer import SCORER, SCORER_OUTPUTS
 
 SERVICE = "inference.GRPCInferenceService"
 ROLES = ("decoder", "encoder")
@@ -114,17 +128,30 @@ class _Binding:
 class V2Service:
     """The handlers of inference.GRPCInferenceService."""
 
-    def __init__(self, registry: Registry, readiness: Readiness) -> None:
+    def __init__(
+        self, registry: Registry, readiness: Readiness, metrics: Metrics | None = None
+    ) -> None:
         self.registry = registry
         self.readiness = readiness
+        self.metrics = metrics or Metrics()
+
+    def model_names(self) -> list[str]:
+        """Every V2 model served: <name>.decoder and .encoder, and .scorer where a loaded
+        version of the package carries anomaly scoring."""
+        names = []
+        for n in self.registry.names():
+            names += [f"{n}.{r}" for r in ROLES]
+            if any(has_detector(v) for v in self.registry.versions_of(n)):
+                names.append(f"{n}.{SCORER}")
+        return names
 
     def _target(self, model_name: str, version: str) -> tuple[Version, str]:
         base, _, role = model_name.rpartition(".")
-        if role not in ROLES or not base:
-            names = [f"{n}.{r}" for n in self.registry.names() for r in ROLES]
+        if (role not in ROLES and role != SCORER) or not base:
             raise ModelNotFound(
                 f"no V2 model named {model_name!r}: each package is served as "
-                f"<name>.decoder and <name>.encoder; loaded: {', '.join(names) or 'none'}"
+                "<name>.decoder and <name>.encoder (and <name>.scorer when trained with "
+                f"--task anomaly); loaded: {', '.join(self.model_names()) or 'none'}"
             )
         return self.registry.resolve(base, version), role
 
@@ -152,7 +179,7 @@ class V2Service:
                 f"{latest.name!r} has (loaded: {_listing(same)}); those codes were made by "
                 "another encoder"
             )
-        if role == "decoder":
+        if role != "encoder":  # codes in: decoder and scorer
             same = self.registry.versions_of(latest.name)
             if any(v.fingerprint != latest.fingerprint for v in same):
                 raise FingerprintMismatch(
@@ -200,8 +227,10 @@ class V2Service:
         self, request: pb.ModelReadyRequest, context: grpc.ServicerContext
     ) -> pb.ModelReadyResponse:
         try:
-            self._target(request.name, request.version)
+            v, role = self._target(request.name, request.version)
         except ModelNotFound:
+            return pb.ModelReadyResponse(ready=False)
+        if role == SCORER and not has_detector(v):
             return pb.ModelReadyResponse(ready=False)
         return pb.ModelReadyResponse(ready=self.readiness.ready)
 
@@ -214,15 +243,23 @@ class V2Service:
         self, request: pb.ModelMetadataRequest, context: grpc.ServicerContext
     ) -> pb.ModelMetadataResponse:
         v, role = self._target(request.name, request.version)
-        inp, out = self._io(v, role)
-        versions = [x.version for x in self.registry.versions_of(v.name)]
         meta = pb.ModelMetadataResponse.TensorMetadata
+        if role == SCORER:
+            if not has_detector(v):
+                raise no_detector(v)
+            inp, _ = self._io(v, "decoder")
+            versions = [x.version for x in self.registry.versions_of(v.name) if has_detector(x)]
+            outputs = [meta(name=n, datatype=t, shape=[-1]) for n, t in SCORER_OUTPUTS.items()]
+        else:
+            inp, out = self._io(v, role)
+            versions = [x.version for x in self.registry.versions_of(v.name)]
+            outputs = [meta(name=out.name, datatype=_v2_datatype(out.dtype), shape=_v2_shape(out))]
         return pb.ModelMetadataResponse(
             name=request.name,
             versions=versions,
             platform="onnxruntime_onnx",
             inputs=[meta(name=inp.name, datatype=_v2_datatype(inp.dtype), shape=_v2_shape(inp))],
-            outputs=[meta(name=out.name, datatype=_v2_datatype(out.dtype), shape=_v2_shape(out))],
+            outputs=outputs,
         )
 
     # -- inference -------------------------------------------------------------------------
@@ -291,7 +328,10 @@ class V2Service:
         params = request.parameters
         want = params["fingerprint"].string_param if params and "fingerprint" in params else ""
         v = self._infer_target(model_name, version, want)
-        b = self._binding(v, model_name.rpartition(".")[2])
+        role = model_name.rpartition(".")[2]
+        if role == SCORER:
+            return self._score_job(request, v)
+        b = self._binding(v, role)
         outputs = request.outputs
         if outputs:
             for requested in outputs:
@@ -307,6 +347,11 @@ class V2Service:
             functools.partial(b.finish, model_name, request.id),
             empty=EMPTY_INPUTS if b.encoder else EMPTY_CODES,
         )
+
+    def _score_job(self, request: pb.ModelInferRequest, v: Version) -> Job:
+        """ModelInfer on <name>.scorer (module doc)."""
+        x = functools.partial(self._input_array, request, self._io(v, "decoder")[0])
+        return v2_scorer.score_job(self.registry, self.metrics, request, v, x)
 
     def model_infer(self, request: pb.ModelInferRequest, context: grpc.ServicerContext) -> bytes:
         return self.infer_job(request).run(deadline_of(context))

@@ -139,3 +139,39 @@ class FetchEncoderResponse(_message.Message):
     encoder_onnx: bytes
     sha256: str
     def __init__(self, model: _Optional[_Union[ModelInfo, _Mapping]] = ..., encoder_onnx: _Optional[bytes] = ..., sha256: _Optional[str] = ...) -> None: ...
+
+class ScoreRequest(_message.Message):
+    __slots__ = ("id", "codes", "score", "threshold", "fpr")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    CODES_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    FPR_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    codes: Codes
+    score: str
+    threshold: float
+    fpr: float
+    def __init__(self, id: _Optional[str] = ..., codes: _Optional[_Union[Codes, _Mapping]] = ..., score: _Optional[str] = ..., threshold: _Optional[float] = ..., fpr: _Optional[float] = ...) -> None: ...
+
+class ScoreResponse(_message.Message):
+    __slots__ = ("id", "model_name", "model_version", "fingerprint", "score", "scores", "is_anomaly", "threshold", "p_values")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    IS_ANOMALY_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    P_VALUES_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    model_name: str
+    model_version: str
+    fingerprint: str
+    score: str
+    scores: Tensor
+    is_anomaly: Tensor
+    threshold: float
+    p_values: Tensor
+    def __init__(self, id: _Optional[str] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., fingerprint: _Optional[str] = ..., score: _Optional[str] = ..., scores: _Optional[_Union[Tensor, _Mapping]] = ..., is_anomaly: _Optional[_Union[Tensor, _Mapping]] = ..., threshold: _Optional[float] = ..., p_values: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...

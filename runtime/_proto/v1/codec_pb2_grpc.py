@@ -72,6 +72,11 @@ class CodecStub(object):
                 request_serializer=latentwire_dot_runtime_dot___proto_dot_v1_dot_codec__pb2.FetchEncoderRequest.SerializeToString,
                 response_deserializer=latentwire_dot_runtime_dot___proto_dot_v1_dot_codec__pb2.FetchEncoderResponse.FromString,
                 _registered_method=True)
+        self.Score = channel.unary_unary(
+                '/latentwire.v1.Codec/Score',
+                request_serializer=latentwire_dot_runtime_dot___proto_dot_v1_dot_codec__pb2.ScoreRequest.SerializeToString,
+                response_deserializer=latentwire_dot_runtime_dot___proto_dot_v1_dot_codec__pb2.ScoreResponse.FromString,
+                _registered_method=True)
 
 
 class CodecServicer(object):
@@ -129,6 +134,22 @@ class CodecServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Score(self, request, context):
+        """Anomaly scores of one batch of codes, computed from the codes alone (the server never
+        sees the raw samples): one score per sample (higher = more anomalous), a flag per
+        sample (score > threshold), the threshold and a p-value per sample. The score is a
+        density of the codes fitted when the package was trained with `--task anomaly`
+        (manifest section "anomaly"). Routed, checked and batched exactly like Decode: the
+        codes go to the loaded version whose fingerprint they carry (another encoder's codes:
+        FAILED_PRECONDITION), malformed codes are INVALID_ARGUMENT, and concurrent Score calls
+        for one version and score run as one batch. A package without anomaly scoring is
+        FAILED_PRECONDITION (retrain it with --task anomaly); an unknown score name is
+        INVALID_ARGUMENT naming the package's scores.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CodecServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -161,6 +182,11 @@ def add_CodecServicer_to_server(servicer, server):
                     servicer.FetchEncoder,
                     request_deserializer=latentwire_dot_runtime_dot___proto_dot_v1_dot_codec__pb2.FetchEncoderRequest.FromString,
                     response_serializer=latentwire_dot_runtime_dot___proto_dot_v1_dot_codec__pb2.FetchEncoderResponse.SerializeToString,
+            ),
+            'Score': grpc.unary_unary_rpc_method_handler(
+                    servicer.Score,
+                    request_deserializer=latentwire_dot_runtime_dot___proto_dot_v1_dot_codec__pb2.ScoreRequest.FromString,
+                    response_serializer=latentwire_dot_runtime_dot___proto_dot_v1_dot_codec__pb2.ScoreResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -333,6 +359,33 @@ class Codec(object):
             '/latentwire.v1.Codec/FetchEncoder',
             latentwire_dot_runtime_dot___proto_dot_v1_dot_codec__pb2.FetchEncoderRequest.SerializeToString,
             latentwire_dot_runtime_dot___proto_dot_v1_dot_codec__pb2.FetchEncoderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Score(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/latentwire.v1.Codec/Score',
+            latentwire_dot_runtime_dot___proto_dot_v1_dot_codec__pb2.ScoreRequest.SerializeToString,
+            latentwire_dot_runtime_dot___proto_dot_v1_dot_codec__pb2.ScoreResponse.FromString,
             options,
             channel_credentials,
             insecure,
