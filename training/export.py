@@ -27,13 +27,16 @@ import torch
 
 from latentwire.runtime import __version__
 from latentwire.runtime._ort import create_session
+from latentwire.runtime.anomaly import ANOMALY_FILE, recon_error
 from latentwire.runtime.errors import LatentwireError
 from latentwire.runtime.formats import CODES_OUTPUT, CodeFormat
 from latentwire.runtime.manifest import (
+    ANOMALY,
     FINGERPRINT_KEY,
     MANIFEST_FILE,
     SCHEMA,
     SCHEMA_VERSION,
+    SCORER,
     compute_fingerprint,
 )
 
@@ -293,6 +296,25 @@ def _codes_parity(session: Any, fmt: CodeFormat, samples: np.ndarray) -> float:
     return float((diff > 0).mean())
 
 
+def _scorer_parity(blobs: dict[str, bytes], fmt: CodeFormat, samples: np.ndarray) -> float:
+    """The scorer graph against the encoder and decoder graphs: the same codes, and a
+    score equal to the reconstruction error through the dequantised codes (max abs error,
+    ExportError past 1e-5 x max(1, largest score))."""
+    enc = create_session(blobs["encoder"], "cpu", label="scorer parity", announce=False)
+    dec = create_session(blobs["decoder"], "cpu", label="scorer parity", announce=False)
+    scorer = create_session(blobs[SCORER], "cpu", label="scorer", announce=False)
+    w, score = scorer.run([CODES_OUTPUT, "score"], {"x": samples})
+    want_w = enc.run([CODES_OUTPUT], {"x": samples})[0]
+    if not np.array_equal(w, want_w):
+        raise ExportError("the scorer graph's codes differ from the encoder's")
+    want = recon_error(samples, dec.run(["x_hat"], {"z": fmt.dequantize(want_w)})[0])
+    err = float(np.max(np.abs(score - want))) if len(want) else 0.0
+    limit = PARITY_ATOL * max(1.0, float(np.max(want, initial=0.0)))
+    if not err <= limit:
+        raise ExportError(f"the scorer graph's score is off by {err:.3g} (limit {limit:.3g})")
+    return err
+
+
 def export_package(
     model: Autoencoder,
     cfg: ModelConfig,
@@ -305,6 +327,8 @@ def export_package(
     info: dict[str, Any] | None = None,
     int8_weights: bool = False,
     replace: bool = True,
+    anomaly: tuple[dict[str, Any], dict[str, np.ndarray]] | None = None,
+    edge_score: bool = False,
 ) -> dict[str, Any]:
     """Export `model` to a package at `out`; returns the manifest.
 
@@ -319,6 +343,9 @@ def export_package(
     means f32, calibrated on the latents of `samples`.
     `int8_weights` stores the encoder's weights as int8 (its size and PSNR cost on
     `samples` are recorded under files.encoder.int8_weights).
+    `anomaly` is the manifest section "anomaly" and the arrays of anomaly.npz
+    (training/anomaly.py); `edge_score` adds scorer.onnx (training/edge_score.py), checked
+    against the encoder and decoder graphs.
     """
     out = check_destination(out, replace=replace)
     model = model.to("cpu").float().eval()
@@ -392,6 +419,10 @@ def export_package(
         "latentwire_version": __version__,
     }
     graphs = {"encoder": enc, "decoder": dec}
+    if edge_score:
+        from .edge_score import scorer_graph
+
+        graphs[SCORER] = scorer_graph(enc, dec, codes)
     for role, graph in graphs.items():
         manifest["files"][role] = {
             "path": f"{role}.onnx",
@@ -413,6 +444,22 @@ def export_package(
     dec_err = check_parity(
         model.decoder, blobs["decoder"], ("z", "x_hat"), latents, label="decoder", extra=other_z
     )
+    if SCORER in blobs:
+        manifest["files"][SCORER]["extra_bytes_over_encoder"] = len(blobs[SCORER]) - len(
+            blobs["encoder"]
+        )
+        manifest["files"][SCORER]["score_max_abs_error"] = _scorer_parity(blobs, codes, samples)
+    npz: bytes | None = None
+    if anomaly is not None:
+        buf = io.BytesIO()
+        np.savez(buf, allow_pickle=False, **anomaly[1])  # type: ignore[arg-type]
+        npz = buf.getvalue()
+        manifest[ANOMALY] = anomaly[0]
+        manifest["files"][ANOMALY] = {
+            "path": ANOMALY_FILE,
+            "sha256": _sha256(npz),
+            "bytes": len(npz),
+        }
     manifest["onnx"]["parity_max_abs_error"] = {
         "other_input_shapes": [list(x.shape[1:]) for x in other_x],
         "encoder": enc_err,
@@ -444,6 +491,8 @@ def export_package(
     try:
         for role, blob in blobs.items():
             (tmp / f"{role}.onnx").write_bytes(blob)
+        if npz is not None:
+            (tmp / ANOMALY_FILE).write_bytes(npz)
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
         check_destination(out, replace=replace)  # another run may have written it meanwhile
         _move_into_place(tmp, out)

@@ -10,11 +10,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from latentwire.runtime.anomaly import recon_error
 from latentwire.runtime.errors import DataError
 from latentwire.runtime.formats import FORMATS, CodeFormat
-from latentwire.runtime.manifest import MANIFEST_FILE
+from latentwire.runtime.manifest import MANIFEST_FILE, Normalization
 from latentwire.runtime.model import Model
 
+from .anomaly import ANOMALY_DEFAULTS, calibrate_detector, fit_densities, robust_keep
 from .baselines import psnr
 from .data import Dataset, load_data, resolve_source, split
 from .export import ExportError, check_destination, export_package
@@ -195,14 +197,31 @@ def train_and_export(
     codec: str = "f32",
     int8_weights: bool = False,
     data_options: dict[str, Any] | None = None,
+    anomaly: AnomalyOptions | None = None,
     **train_kwargs: Any,
 ) -> TrainedPackage:
     """Train on `data` and export the package to `out`. An existing package at `out` or
     checkpoint at `checkpoint` (unless resuming from it) is refused before training unless
-    `force`."""
+    `force`. With `anomaly`, the package also carries fitted code densities and calibrated
+    thresholds (training/anomaly.py), and `data` is taken as normal samples."""
     check_outputs(out, checkpoint, resume=resume, force=force)  # before training, not after
     if codec not in FORMATS:
         raise DataError(f"--codec must be one of {', '.join(FORMATS)}, got {codec!r}")
+    robust_info: dict[str, Any] | None = None
+    if anomaly is not None:
+        if data.is_image:
+            raise DataError(
+                "--task anomaly scores array data (samples x features); images are not "
+                "supported yet"
+            )
+        hidden = ANOMALY_DEFAULTS["hidden"] if hidden is None else hidden
+        latent_dim = latent_dim or ANOMALY_DEFAULTS["latent_dim"]
+        train_kwargs.setdefault("epochs", ANOMALY_DEFAULTS["epochs"])
+        train_kwargs.setdefault("patience", ANOMALY_DEFAULTS["patience"])
+        if anomaly.robust:
+            data, robust_info = _robust_first_pass(
+                data, anomaly, model, latent_dim, hidden, normalize, train_kwargs
+            )
     cfg = make_config(
         data,
         model=model,
@@ -240,12 +259,17 @@ def train_and_export(
         "epochs": result.epochs_run,
         "loss": result.loss,
         "noise": tcfg.noise,
+        "embed_loss": tcfg.embed_loss,
         "best_val_loss": round(result.best_val, 8),
         "val_psnr_db": round(val_psnr, 3),
         "data_range": data_range,
     }
     if result.model_config.prior:
         info["rate_lambda"] = tcfg.rate_lambda
+    section = None
+    if anomaly is not None:
+        section = _fit_anomaly(result.model, norm, x_tr, x_val, codes, anomaly, tcfg.seed)
+        section[0]["robust"] = robust_info
     try:
         manifest = export_package(
             result.model,
@@ -258,6 +282,8 @@ def train_and_export(
             codes=codes,
             int8_weights=int8_weights,
             replace=force,
+            anomaly=section,
+            edge_score=anomaly is not None and anomaly.edge_score,
         )
     except ExportError as exc:
         if checkpoint is None or not checkpoint.exists():
@@ -268,6 +294,99 @@ def train_and_export(
         ) from None
     measured = measure_package(out, x_val, data_range)
     return TrainedPackage(result, manifest, out, val_psnr, measured)
+
+
+@dataclass(frozen=True)
+class AnomalyOptions:
+    """`train --task anomaly`: how the detector is fitted and calibrated."""
+
+    fpr: float | None = None
+    """Target false-positive rate on held-out normals (default ANOMALY_DEFAULTS["fpr"])."""
+    contamination: float | None = None
+    """Share of anomalies the data holds (PyOD style); thresholds flag that share."""
+    robust: bool = False
+    """Train twice: drop the highest-error share of the data before the second pass."""
+    edge_score: bool = False
+    """Also export scorer.onnx (codes and reconstruction error in one call)."""
+    split: dict[str, Any] | None = None
+    """The labelled built-in split the data came from (anomaly_data.AnomalySplit.spec)."""
+
+
+def _robust_first_pass(
+    data: Dataset,
+    opts: AnomalyOptions,
+    model: str,
+    latent_dim: int | None,
+    hidden: tuple[int, ...] | None,
+    normalize: str,
+    train_kwargs: dict[str, Any],
+) -> tuple[Dataset, dict[str, Any]]:
+    """Train once on everything, score every sample by reconstruction error and keep all
+    but the highest-scoring share (--contamination, else ANOMALY_DEFAULTS["robust_drop"])."""
+    rate = opts.contamination or ANOMALY_DEFAULTS["robust_drop"]
+    cfg = make_config(data, model=model, latent_dim=latent_dim, hidden=hidden, channels=())
+    tcfg = TrainConfig(**train_kwargs)
+    log.info(
+        "robust: first pass on all %d samples, to drop the %.1f%% it fits worst",
+        len(data.x),
+        100 * rate,
+    )
+    first = train(data, model_config=cfg, config=tcfg, normalization=normalize)
+    n = normalizer(first.normalization, data.x.shape[1:])
+    xn = n.forward(data.x).astype(np.float32)
+    with torch.no_grad():
+        out = first.model(torch.from_numpy(xn)).numpy()
+    keep = robust_keep(recon_error(xn, out), rate)
+    log.info("robust: second pass on %d samples (%d dropped)", len(keep), len(data.x) - len(keep))
+    kept = replace(data, x=data.x[keep])
+    return kept, {
+        "rule": "second pass without the highest-reconstruction-error share of the data",
+        "drop_rate": rate,
+        "dropped": len(data.x) - len(keep),
+        "of": len(data.x),
+        "first_pass_epochs": first.epochs_run,
+    }
+
+
+def _fit_anomaly(
+    model: Autoencoder,
+    norm: Normalization,
+    x_tr: np.ndarray,
+    x_val: np.ndarray,
+    codes: CodeFormat,
+    opts: AnomalyOptions,
+    seed: int,
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Densities on the codes as the package's format delivers them (quantised and
+    dequantised), reconstruction error through those codes, thresholds on the validation
+    split; returns the manifest section "anomaly" and the npz arrays."""
+    xn_tr = norm.forward(x_tr).astype(np.float32)
+    xn_val = norm.forward(x_val).astype(np.float32)
+    z_tr = codes.dequantize(codes.quantize(latents_of(model, xn_tr)))
+    z_val = codes.dequantize(codes.quantize(latents_of(model, xn_val)))
+    with torch.no_grad():
+        out_val = model.decoder(torch.from_numpy(z_val)).numpy()
+    notes, arrays = fit_densities(z_tr, z_val, seed=seed)
+    section, arrays = calibrate_detector(
+        notes,
+        arrays,
+        z_val,
+        recon_error(xn_val, out_val),
+        fpr=opts.fpr,
+        contamination=opts.contamination,
+    )
+    section["codes"] = f"{codes.name} codes, dequantised (as the decoder sees them)"
+    section["split"] = opts.split
+    log.info(
+        "anomaly: default code score %s (held-out log-likelihood %s), thresholds at %s %g on "
+        "%d validation samples",
+        section["default_codes_score"],
+        section["selection"]["heldout_loglik"],
+        section["calibration"]["target"],
+        section["calibration"]["rate"],
+        len(z_val),
+    )
+    return section, arrays
 
 
 def _training_split(ckpt: dict[str, Any], path: Path) -> np.ndarray:
