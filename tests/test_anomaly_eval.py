@@ -120,3 +120,47 @@ def test_user_data_with_labels(
     assert f"expected {len(s.y_test)} labels" in error_line(capsys)
     assert main([*base, "--data", "digits", "--detectors", "lof"]) == 1
     assert "--detectors: unknown lof" in error_line(capsys)
+
+
+def test_anomaly_package_every_score_on_its_recorded_split(
+    anomaly_pkg: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A package trained with --task anomaly (int8 codes): its recorded split is the test
+    set; every score it carries, each density also on f32 latents, with the stored
+    thresholds' realised FPR and recall."""
+    from latentwire.training.anomaly_data import split_from_spec
+
+    manifest = json.loads((anomaly_pkg / "manifest.json").read_text())
+    split = split_from_spec(manifest["anomaly"]["split"])
+    out = tmp_path / "rep"
+    argv = ["evaluate", "--task", "anomaly", "--model", str(anomaly_pkg), "--report", str(out)]
+    assert main([*argv, "--data", "breast-cancer", "--detectors", "iforest", "--json"]) == 0
+    printed = capsys.readouterr()
+    assert "records no anomaly split" not in printed.err
+    report = json.loads(printed.out)
+    assert report["data"]["split"] == manifest["anomaly"]["split"]
+    assert report["data"]["n_test"] == len(split.y_test)
+    assert report["data"]["n_fit"] == len(split.x_fit)
+    rows = {r["id"]: r for r in report["rows"]}
+    assert set(rows) == {
+        "recon", "gmm", "mahalanobis", "knn", "gmm@f32", "mahalanobis@f32", "knn@f32", "iforest"
+    }  # fmt: skip
+    for name in ("gmm", "mahalanobis", "knn"):
+        assert rows[name]["codes_only"] and rows[name]["variant"] == "int8"
+        assert rows[f"{name}@f32"]["variant"] == "f32"
+        t = rows[name]["metrics"]["threshold"]
+        assert t["value"] == manifest["anomaly"]["thresholds"][name]
+        assert 0.0 <= t["fpr"] <= 1.0 and 0.0 <= t["recall"] <= 1.0
+    assert not rows["recon"]["codes_only"] and "threshold" in rows["recon"]["metrics"]
+    assert "threshold" not in rows["iforest"]["metrics"]
+    default = manifest["anomaly"]["default_codes_score"]
+    assert [r["id"] for r in report["rows"] if r.get("default")] == [default]
+    summary = report["summary"]
+    assert set(summary["int8_minus_f32_ap"]) == {"gmm", "mahalanobis", "knn"}
+    gap = rows["gmm"]["metrics"]["ap"] - rows["gmm@f32"]["metrics"]["ap"]
+    assert summary["int8_minus_f32_ap"]["gmm"] == pytest.approx(gap)
+    assert summary["best_codes_only"]["id"] in ("gmm", "mahalanobis", "knn")
+    # another seed's split is possible, with a warning
+    assert main([*argv, "--data", "breast-cancer", "--split-seed", "1", "--detectors", "none"]) == 0
+    assert "not the split the model trained on" in capsys.readouterr().err
+    assert json.loads((out / "report.json").read_text())["data"]["split"]["seed"] == 1

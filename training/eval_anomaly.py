@@ -86,22 +86,32 @@ def load_task(
     base = data.partition(":")[0]
     if base in LABELLED and not args.labels:
         spec = recorded_spec(manifest)
-        if spec is not None and spec.get("data") == base and args.split_seed is None:
+        if spec is not None and spec.get("data") == base:
             if ":" in data and str(spec.get("normal")) != data.partition(":")[2]:
                 raise DataError(
                     f"the model was trained with normal class {spec.get('normal')!r}, not "
                     f"{data.partition(':')[2]!r}: pass --data {base}:{spec.get('normal')}"
                 )
+            if args.split_seed is not None and args.split_seed != spec.get("seed"):
+                log.warning(
+                    "--split-seed %d: not the split the model trained on (seed %s); the "
+                    "model may have trained on some of the test samples",
+                    args.split_seed,
+                    spec.get("seed"),
+                )
+                spec = {**spec, "seed": args.split_seed}
             s = split_from_spec(spec)
         else:
-            if spec is None:
-                log.warning(
-                    "model %s records no anomaly split: using %s's default split (seed %s); "
-                    "the model may have trained on some of its test samples",
-                    manifest.get("name"),
-                    data,
-                    args.split_seed or 0,
-                )
+            log.warning(
+                "model %s %s: using %s's default split (seed %d); the model may have "
+                "trained on some of its test samples",
+                manifest.get("name"),
+                "records no anomaly split"
+                if spec is None
+                else f"was trained on a split of {spec.get('data')}",
+                data,
+                args.split_seed or 0,
+            )
             s = anomaly_split(data, seed=args.split_seed or 0)
         x_fit = load_data(args.fit_data).x if args.fit_data else s.x_fit
         return {

@@ -105,13 +105,15 @@ def plot(result: dict[str, Any], path: Path) -> None:
     fig = Figure(figsize=(11, 4.8))
     FigureCanvasAgg(fig)
     roc, pr = fig.subplots(1, 2)
-    for r in result["rows"]:
+    colors = [f"C{i}" for i in range(10)] + ["black", "olive", "navy", "teal", "maroon"]
+    for i, r in enumerate(result["rows"]):
         c, m = r["curves"], r["metrics"]
-        style = "-" if r["kind"] == "model" else "--"
-        if "@" in r["id"]:
-            style = ":"
-        roc.plot(c["fpr"], c["tpr"], style, label=f"{r['label']} ({m['roc_auc']:.3f})")
-        pr.plot(c["recall"], c["precision"], style, label=f"{r['label']} ({m['ap']:.3f})")
+        style = ":" if "@" in r["id"] else ("-" if r["kind"] == "model" else "--")
+        kw = {"color": colors[i % len(colors)], "linestyle": style, "lw": 1.3}
+        roc.plot(c["fpr"], c["tpr"], label=f"{r['label']} ({m['roc_auc']:.3f})", **kw)
+        pr.step(
+            c["recall"], c["precision"], where="post", label=f"{r['label']} ({m['ap']:.3f})", **kw
+        )
     roc.plot([0, 1], [0, 1], color="0.7", lw=0.8)
     pr.axhline(result["data"]["prevalence"], color="0.7", lw=0.8)
     roc.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC (AUC)")
@@ -123,7 +125,10 @@ def plot(result: dict[str, Any], path: Path) -> None:
         ax.grid(alpha=0.3)
     d = result["data"]
     fig.suptitle(
-        f"{result['model']['name']} on {d['name']}: {d['n_anomalies']} anomalies in {d['n_test']}"
+        f"model {result['model']['name']}, test data {d['name']}: {d['n_anomalies']} anomalies "
+        f"in {d['n_test']} samples (solid: latentwire, dotted: other code format, dashed: "
+        "baselines)",
+        fontsize=10,
     )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
