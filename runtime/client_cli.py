@@ -1,6 +1,7 @@
 """The client commands of the `latentwire` command line (edge side, torch-free).
 
     latentwire send           encode locally, decode on a server, report size and quality
+    latentwire send --score   encode locally, get anomaly scores and flags from a server
     latentwire fetch-encoder  provision an edge package from a server
 
 `runtime/cli.py` registers them with `add_commands(sub)`.
@@ -13,6 +14,7 @@ import functools
 import logging
 import math
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -21,8 +23,8 @@ import numpy as np
 
 from .argtypes import positive
 from .arrays import check_writable, read_array, write_array
-from .client import OUTPUT_DTYPES, Client
-from .errors import ServerError
+from .client import OUTPUT_DTYPES, Client, ScoreReply
+from .errors import DataError, ServerError
 from .manifest import Manifest
 from .model import Model
 
@@ -92,11 +94,77 @@ def _client(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Client
     )
 
 
-def cmd_send(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+def _score_lines(reply: ScoreReply) -> list[str]:
+    """The per-sample CSV of `send --score`: header, then index,score,is_anomaly,p_value."""
+    lines = ["index,score,is_anomaly,p_value"]
+    for i, (score, flag, p) in enumerate(
+        zip(reply.scores, reply.flags, reply.p_values, strict=True)
+    ):
+        lines.append(f"{i},{score:.10g},{int(flag)},{p:.6g}")
+    return lines
+
+
+def _send_score(
+    args: argparse.Namespace, parser: argparse.ArgumentParser, model: Model, x: np.ndarray
+) -> int:
+    """`send --score`: the codes' anomaly scores and flags from the server, per sample."""
+    messages = list(model.encode_codes(x, chunk=args.chunk))
+    sent = sum(m.ByteSize() for m in messages)
+    with _client(args, parser) as client:
+        t0 = time.perf_counter()
+        reply = client.score(
+            messages, score=args.score_name, threshold=args.threshold, fpr=args.fpr
+        )
+        round_trip_ms = (time.perf_counter() - t0) * 1e3
+    lines = _score_lines(reply)
     if args.out is not None:
+        Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    else:
+        sys.stdout.write("\n".join(lines) + "\n")
+    n, flagged = len(reply.scores), int(reply.flags.sum())
+    log.info(
+        "scored %d samples on %s (%s version %s, score %s, threshold %.6g) from %s code bytes "
+        "in %d message(s), round trip %.1f ms: %d flagged as anomalies (%.1f%%)%s",
+        n,
+        args.server,
+        reply.model_name,
+        reply.model_version,
+        reply.score,
+        reply.threshold,
+        f"{sent:,}",
+        len(messages),
+        round_trip_ms,
+        flagged,
+        100.0 * flagged / max(n, 1),
+        f" -> {args.out}" if args.out is not None else "",
+    )
+    return 0
+
+
+def _check_score_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    scoring = (args.score_name, args.threshold, args.fpr)
+    if not args.score:
+        if scoring != ("", None, None):
+            parser.error("--score-name, --threshold and --fpr go with --score")
+        return
+    if args.stream:
+        parser.error("--score sends Score calls; --stream is for decoding")
+    if args.threshold is not None and args.fpr is not None:
+        parser.error("give --threshold or --fpr, not both")
+    if args.out is not None:
+        out = check_writable(args.out, (".csv",))
+        if out.exists() and not args.force:
+            raise DataError(f"{out} exists; pass --force to replace it")
+
+
+def cmd_send(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    _check_score_args(args, parser)
+    if args.out is not None and not args.score:
         check_writable(args.out, (".npy", ".csv"))
     model = Model(args.model, providers=args.providers, threads=args.threads, roles=("encoder",))
     x = read_array(args.input, key=args.array, key_flag="--array")
+    if args.score:
+        return _send_score(args, parser, model, x)
     t0 = time.perf_counter()
     messages = list(model.encode_codes(x, chunk=args.chunk))  # validates x as a whole
     encode_ms = (time.perf_counter() - t0) * 1e3
@@ -179,14 +247,22 @@ def add_commands(sub: Any) -> None:
 
     p = sub.add_parser(
         "send",
-        help="encode samples locally and decode them on a server (edge side)",
+        help="encode samples locally; decode them (or score them: --score) on a server",
         description="Encode INPUT (.npy, .npz or .csv; samples in your own units) with the "
         "package's encoder only, send the codes to a latentwire server, and report the bytes "
-        "sent, the round trip and the PSNR of the server's reconstructions.",
+        "sent, the round trip and the PSNR of the server's reconstructions. With --score the "
+        "server returns anomaly scores of the codes instead (a package trained with "
+        "`--task anomaly`): one CSV line per sample, index,score,is_anomaly,p_value, on "
+        "stdout or into --out, and a summary line.",
     )
     _add_model_args(p)
     p.add_argument("input", metavar="INPUT", help=".npy, .npz or .csv of samples (rows = samples)")
-    p.add_argument("--out", metavar="OUTPUT", help="write the reconstructions: .npy or .csv")
+    p.add_argument(
+        "--out",
+        metavar="OUTPUT",
+        help="write the reconstructions (.npy or .csv); with --score, the per-sample scores "
+        "(.csv; an existing file only with --force)",
+    )
     p.add_argument("--array", metavar="NAME", help="array name inside an .npz holding several")
     p.add_argument(
         "--output-dtype",
@@ -205,6 +281,35 @@ def add_commands(sub: Any) -> None:
         action="store_true",
         help="send every message over one DecodeStream instead of one Decode call each",
     )
+    g = p.add_argument_group("anomaly scores (--score)")
+    g.add_argument(
+        "--score",
+        action="store_true",
+        help="ask the server for anomaly scores of the codes (Score RPC) instead of "
+        "reconstructions: higher = more anomalous; is_anomaly = score > threshold; p_value = "
+        "share of held-out normal samples scoring at least as high",
+    )
+    g.add_argument(
+        "--score-name",
+        default="",
+        metavar="NAME",
+        help="which density of the codes: gmm, mahalanobis or knn, as the package carries "
+        "(default: the package's default, chosen at training)",
+    )
+    g.add_argument(
+        "--threshold",
+        type=float,
+        metavar="T",
+        help="flag scores above T instead of the package's calibrated threshold",
+    )
+    g.add_argument(
+        "--fpr",
+        type=float,
+        metavar="RATE",
+        help="flag at this false-positive rate on the package's held-out normal samples, "
+        "0 < RATE < 1 (instead of the calibrated threshold)",
+    )
+    g.add_argument("--force", action="store_true", help="replace an existing --out score file")
     _add_connection_args(p)
     p.set_defaults(func=functools.partial(cmd_send, parser=p))
 

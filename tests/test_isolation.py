@@ -76,3 +76,40 @@ def test_embed_needs_neither_torch_nor_sklearn(digits_pkg: Path, tmp_path: Path)
     """)
     assert proc.returncode == 0, proc.stderr
     assert "HEAVY []" in proc.stdout
+
+
+def test_score_needs_neither_torch_nor_sklearn(anomaly_pkg: Path, tmp_path: Path) -> None:
+    """`latentwire score` and Model.score run on an edge install: numpy + ONNX Runtime."""
+    x, out = tmp_path / "x.npy", tmp_path / "s.csv"
+    proc = _run(f"""
+        import sys
+        import numpy as np
+        import latentwire.runtime as rt
+        from latentwire.runtime import cli
+        np.save({str(x)!r}, np.random.rand(5, 30))
+        assert cli.main(["-q", "score", "--model", {str(anomaly_pkg)!r}, {str(x)!r},
+                         "--out", {str(out)!r}]) == 0
+        for roles in (("scorer",), ("encoder",), ("encoder", "decoder")):
+            m = rt.load({str(anomaly_pkg)!r}, providers="cpu", roles=roles)
+            assert m.score(np.load({str(x)!r})).scores.shape == (5,)
+        heavy = sorted(k for k in sys.modules
+                       if k.split(".")[0] in ("torch", "onnx", "onnxscript", "sklearn"))
+        print("HEAVY", heavy)
+    """)
+    assert proc.returncode == 0, proc.stderr
+    assert "HEAVY []" in proc.stdout
+
+
+def test_server_scoring_needs_neither_torch_nor_sklearn() -> None:
+    """Anomaly scores on the server (Score, V2 <name>.scorer) and `send --score` are numpy
+    on top of the runtime: no torch, onnx or scikit-learn."""
+    proc = _run("""
+        import sys
+        from latentwire.runtime import client_cli
+        from latentwire.runtime.server import app, scoring, v2_scorer
+        heavy = sorted(k for k in sys.modules
+                       if k.split(".")[0] in ("torch", "onnx", "onnxscript", "sklearn"))
+        print("HEAVY", heavy)
+    """)
+    assert proc.returncode == 0, proc.stderr
+    assert "HEAVY []" in proc.stdout

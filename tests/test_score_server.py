@@ -504,3 +504,53 @@ def test_client_score(score_server: Any, sensor: Model, digits_all: np.ndarray) 
     np.testing.assert_allclose(got.scores, expected.scores, rtol=1e-12)
     np.testing.assert_array_equal(got.flags, expected.flags)
     np.testing.assert_array_equal(got.p_values, expected.p_values)
+
+
+def test_cli_send_score(
+    score_server: Any,
+    server: Any,
+    score_repo: Path,
+    digits_pkg: Path,
+    sensor: Model,
+    digits_all: np.ndarray,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from latentwire.runtime.cli import main
+
+    from .conftest import error_line
+
+    det = sensor.detector
+    assert det is not None
+    x = _mixed(digits_all, 5)
+    np.save(tmp_path / "x.npy", x)
+    expected = det.score_latents(_latents(sensor, x), fpr=0.2)
+    pkg = str(score_repo / NAME / "2")
+    base = ["send", "--score", "--server", f"127.0.0.1:{score_server.port}", "--model", pkg]
+    out = tmp_path / "scores.csv"
+    assert main([*base, str(tmp_path / "x.npy"), "--fpr", "0.2", "--out", str(out)]) == 0
+    table = np.loadtxt(out, delimiter=",", skiprows=1)
+    assert out.read_text().splitlines()[0] == "index,score,is_anomaly,p_value"
+    np.testing.assert_array_equal(table[:, 0], np.arange(10))
+    np.testing.assert_allclose(table[:, 1], expected.scores, rtol=1e-9)
+    np.testing.assert_array_equal(table[:, 2] == 1, expected.flags)
+    np.testing.assert_allclose(table[:, 3], expected.p_values, rtol=1e-5)
+    err = capsys.readouterr().err
+    flagged = int(expected.flags.sum())
+    assert "scored 10 samples" in err and f"{NAME} version 2, score gmm" in err
+    assert f"{flagged} flagged as anomalies" in err
+    # stdout without --out; an existing file is kept unless --force
+    assert main([*base, str(tmp_path / "x.npy"), "--score-name", "knn"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 11 and lines[0] == "index,score,is_anomaly,p_value"
+    assert main([*base, str(tmp_path / "x.npy"), "--out", str(out)]) == 1
+    assert "--force" in error_line(capsys)
+    assert main([*base, str(tmp_path / "x.npy"), "--out", str(out), "--force"]) == 0
+    # a package without anomaly scoring: one line saying how to make one
+    plain = ["send", "--score", "--server", f"127.0.0.1:{server.port}", "--model"]
+    assert main([*plain, str(digits_pkg), str(tmp_path / "x.npy")]) == 1
+    assert "--task anomaly" in error_line(capsys)
+    for bad in (["--stream"], ["--threshold", "1", "--fpr", "0.1"]):
+        with pytest.raises(SystemExit) as info:
+            main([*base, str(tmp_path / "x.npy"), *bad])
+        assert info.value.code == 2
