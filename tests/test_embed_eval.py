@@ -25,20 +25,21 @@ def test_report_groups_seeds_and_has_baselines(report: Path) -> None:
     doc = json.loads((report / "report.json").read_text())
     assert doc["task"] == "embed" and doc["data"]["n"] == 1797
     methods = {(r["method"], r["seed"]) for r in doc["rows"]}
-    assert {("latentwire", 0), ("latentwire", 1), ("pca", 0), ("pca", 1), ("raw", 0)} <= methods
-    ours = next(s for s in doc["summary"] if s["method"] == "latentwire")
+    ours_rows = {("latentwire[mse]", 0), ("latentwire[mse]", 1)}
+    assert ours_rows | {("pca", 0), ("pca", 1), ("raw", 0)} <= methods
+    ours = next(s for s in doc["summary"] if s["method"] == "latentwire[mse]")
     assert ours["dims"] == 8 and ours["seeds"] == [0, 1]
     for key in ("knn_acc", "logreg_acc", "trust@5", "trust@10", "psnr_db"):
         assert key in ours and f"{key}_std" in ours
     assert 0.5 < ours["knn_acc"] <= 1 and 0.5 < ours["trust@5"] <= 1
     v = doc["verdicts"][0]
-    assert v["dims"] == 8 and isinstance(v["beats_pca"], bool)
+    assert v["dims"] == 8 and v["method"] == "latentwire[mse]" and isinstance(v["beats_pca"], bool)
     import importlib.util
 
     if importlib.util.find_spec("umap") is None:
         assert doc["umap"].startswith("not installed")
     assert (report / "embed.png").stat().st_size > 10_000
-    assert "| 8 | latentwire | 0,1 |" in (report / "report.md").read_text()
+    assert "| 8 | latentwire[mse] | 0,1 |" in (report / "report.md").read_text()
 
 
 def test_pca_row_is_sklearns_pca_on_the_models_split(report: Path) -> None:

@@ -132,6 +132,15 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
         "The manifest records the spec (training.noise)",
     )
     g.add_argument(
+        "--embed-loss",
+        metavar="SPEC",
+        help="latents as features (dimensionality reduction): add neighbourhood-preserving "
+        "terms to the loss, NAME:WEIGHT joined by +. local:W keeps distances between "
+        "neighbours (latents stay in the data's units); sne:W matches neighbour "
+        "probabilities. local:5+sne:0.01 with --batch-size 128 was measured on digits (see "
+        "`latentwire evaluate --task embed`); the exported graphs are unchanged",
+    )
+    g.add_argument(
         "--normalize",
         choices=["auto", "none", "minmax", "standard", "scale"],
         default="auto",
@@ -480,6 +489,7 @@ def run_train(args: argparse.Namespace) -> int:
             normalize=args.normalize,
             loss=args.loss,
             noise=args.noise,
+            embed_loss=args.embed_loss,
             epochs=args.epochs,
             batch_size=args.batch_size,
             lr=args.lr,

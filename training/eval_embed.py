@@ -185,8 +185,9 @@ def _evaluate_package(
     z_te = model.encode_latents(x_te).reshape(len(x_te), -1)
     data_range = float(info.get("data_range") or (x_tr.max() - x_tr.min()) or 1.0)
     x_hat = model.run_decoder(z_te.reshape(len(z_te), *m.latent.shape).astype(np.float32))  # type: ignore[arg-type]
+    variant = info.get("embed_loss") or info.get("loss") or "mse"
     row = {
-        "method": "latentwire",
+        "method": f"latentwire[{variant}]",
         "model": m.name,
         "package": str(package),
         "dims": dims,
@@ -272,14 +273,14 @@ def _summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _verdicts(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per dims: does latentwire beat PCA on kNN accuracy and trustworthiness@5?"""
+    """Per model family and dims: does it beat PCA on kNN accuracy and trust@5?"""
     by = {(s["method"], s["dims"]): s for s in summary}
     out = []
     for (method, dims), s in sorted(by.items(), key=lambda kv: kv[0][1]):
         p = by.get(("pca", dims))
-        if method != "latentwire" or p is None:
+        if not method.startswith("latentwire") or p is None:
             continue
-        v: dict[str, Any] = {"dims": dims, "seeds": s["seeds"]}
+        v: dict[str, Any] = {"method": method, "dims": dims, "seeds": s["seeds"]}
         for key in ("knn_acc", "trust@5", "psnr_db"):
             if key in s and key in p:
                 v[f"{key}_minus_pca"] = round(s[key] - p[key], 4)
@@ -330,6 +331,7 @@ def evaluate_embed(
         plots.append(
             {
                 "model": info["name"],
+                "method": own[0]["method"],
                 "dims": ctx["dims"],
                 "seed": ctx["seed"],
                 "z": ctx["z_te"],

@@ -260,6 +260,7 @@ def train_and_export(
         "loss": result.loss,
         "noise": tcfg.noise,
         "embed_loss": tcfg.embed_loss,
+        "embed_loss": tcfg.embed_loss,
         "best_val_loss": round(result.best_val, 8),
         "val_psnr_db": round(val_psnr, 3),
         "data_range": data_range,

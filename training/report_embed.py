@@ -4,11 +4,12 @@
   "umap" ("measured" or "not installed ..."), "models": [{package, name, fingerprint, dims,
   seed, loss, embed_loss, val_psnr_db}], "rows": [...], "summary": [...], "verdicts":
   [...], "created_utc", "latentwire_version"}``. Each row is one method on one split:
-  method (``latentwire``, ``pca``, ``umap``, ``raw``), dims, seed, knn_acc, logreg_acc,
+  method (``latentwire[VARIANT]``: the model's --embed-loss, or its reconstruction loss
+  when trained without one; ``pca``, ``umap``, ``raw``), dims, seed, knn_acc, logreg_acc,
   trust@5, trust@10 (not for raw), psnr_db (latentwire, pca). ``summary``: per (method,
   dims) the mean of each metric over seeds and its standard deviation (``<metric>_std``).
-  ``verdicts``: per dims, latentwire minus PCA on knn_acc, trust@5 and psnr_db, and
-  ``beats_pca`` (kNN accuracy and trustworthiness@5 both higher);
+  ``verdicts``: per latentwire method and dims, its mean minus PCA's on knn_acc, trust@5
+  and psnr_db, and ``beats_pca`` (kNN accuracy and trustworthiness@5 both higher);
 - ``report.md``: the summary as a table, and the verdicts;
 - ``embed.png``: test codes in 2-D coloured by label (a 2-D model's codes as they are,
   larger ones through the first two principal components of their codes) beside PCA-2 of
@@ -62,7 +63,7 @@ def verdict_lines(result: dict[str, Any]) -> list[str]:
     for v in result["verdicts"]:
         word = "beats" if v["beats_pca"] else "does NOT beat"
         out.append(
-            f"- {v['dims']} dims (seeds {','.join(str(s) for s in v['seeds'])}): latentwire "
+            f"- {v['dims']} dims (seeds {','.join(str(s) for s in v['seeds'])}): {v['method']} "
             f"{word} PCA: kNN {v.get('knn_acc_minus_pca', 0):+.4f}, trust@5 "
             f"{v.get('trust@5_minus_pca', 0):+.4f}, PSNR {v.get('psnr_db_minus_pca', 0):+.2f} dB"
         )
@@ -125,7 +126,7 @@ def _plot(path: Path, result: dict[str, Any], plots: list[dict[str, Any]]) -> No
     scatters = [(pca2, ref["y"], f"PCA-2 of the inputs (seed {ref['seed']})")]
     for p in panels:
         pts, how = _two_d(p["z"])
-        scatters.append((pts, p["y"], f"{p['model']}: {p['dims']}-D, {how}"))
+        scatters.append((pts, p["y"], f"{p['method']}: {p['dims']}-D, {how}"))
     for i, (pts, labels, title) in enumerate(scatters):
         ax = fig.add_subplot(grid[0, i])
         codes = np.unique(labels, return_inverse=True)[1]
@@ -135,7 +136,8 @@ def _plot(path: Path, result: dict[str, Any], plots: list[dict[str, Any]]) -> No
         ax.set_yticks([])
     for j, (key, label) in enumerate((("knn_acc", "kNN accuracy"), ("trust@5", "trust@5"))):
         ax = fig.add_subplot(grid[1, j])
-        for method in ("latentwire", "pca", "umap"):
+        methods = dict.fromkeys(s["method"] for s in result["summary"] if s["method"] != "raw")
+        for method in methods:
             rows = [s for s in result["summary"] if s["method"] == method and key in s]
             if not rows:
                 continue

@@ -21,6 +21,7 @@ from latentwire.runtime.errors import DataError
 from latentwire.runtime.manifest import Normalization
 
 from .data import Dataset, fit_normalization, same_source, split
+from .embed_loss import parse_embed_loss
 from .models import Autoencoder, ModelConfig, build_model
 from .noise import parse_noise
 
@@ -60,6 +61,10 @@ class TrainConfig:
     rate_lambda: float = 0.01
     """Models with a prior (the entropy format): loss = distortion + rate_lambda * bits per
     input value (bits per sample / values per sample)."""
+    embed_loss: str | None = None
+    """Neighbourhood-preserving terms on the latents, e.g. "local:5+sne:0.01" (see
+    training/embed_loss.py); added to the training loss only, validation stays
+    reconstruction. Not with a prior (the entropy format)."""
     progress: bool = True
 
 
@@ -235,6 +240,9 @@ def train(
             "use --normalize minmax or --loss mse"
         )
     corrupt = parse_noise(config.noise)
+    embed_term = parse_embed_loss(config.embed_loss)
+    if embed_term is not None and model_config.prior:
+        raise DataError("--embed-loss works with the f32, f16 and int8 codecs, not entropy")
     device = resolve_device(config.device)
     amp_dtype = None
     if device.type == "cuda":
@@ -268,6 +276,7 @@ def train(
         "weight_decay": config.weight_decay,
         "rate_lambda": config.rate_lambda if model_config.prior else None,
         "prior_lr_scale": config.prior_lr_scale if model_config.prior else None,
+        "embed_loss": config.embed_loss,
     }
     if resume and checkpoint is not None and checkpoint.exists():
         ckpt = load_checkpoint(checkpoint)
@@ -315,6 +324,13 @@ def train(
         """(loss, bits per sample). With a prior: rate-distortion loss; training (noise
         given) adds U(-0.5, 0.5) for the rate and rounds straight-through for the
         decoder, evaluation rounds."""
+        if prior is None and embed_term is not None and noise is not None:  # training
+            with torch.autocast(
+                device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
+            ):
+                z = model.encoder(inp)
+                out = model.decoder(z)
+            return loss_fn(out, target) + embed_term(target, z), 0.0
         if prior is None:
             return loss_fn(forward(inp), target), 0.0
         with torch.autocast(
