@@ -554,3 +554,26 @@ def test_cli_send_score(
         with pytest.raises(SystemExit) as info:
             main([*base, str(tmp_path / "x.npy"), *bad])
         assert info.value.code == 2
+
+
+def test_a_trained_anomaly_package_scores_the_same_served_and_local(
+    anomaly_pkg: Path, tmp_path: Path, serve: Any
+) -> None:
+    """`train --task anomaly` (int8 codes): the server's scores of the codes are the
+    package's own code scores of the samples (`Model.score`), flags and p-values included."""
+    from latentwire.runtime.anomaly import CODE_SCORES
+    from latentwire.training.anomaly_data import split_from_spec
+
+    model = Model(anomaly_pkg, providers="cpu")
+    det = model.detector
+    assert det is not None and det.codes_scores
+    split = split_from_spec(model.manifest.raw["anomaly"]["split"])
+    shutil.copytree(anomaly_pkg, tmp_path / "bc" / "1")
+    with serve(tmp_path) as srv, Client(f"127.0.0.1:{srv.port}") as client:
+        for name in ("", *[s for s in CODE_SCORES if s in det.codes_scores]):
+            got = client.score(model.encode_codes(split.x_test), score=name)
+            expected = model.score(split.x_test, name or det.default_codes_score)
+            assert got.score == expected.score and got.threshold == expected.threshold
+            np.testing.assert_allclose(got.scores, expected.scores, rtol=1e-12)
+            np.testing.assert_array_equal(got.flags, expected.flags)
+            np.testing.assert_array_equal(got.p_values, expected.p_values)
