@@ -468,7 +468,8 @@ def run_train(args: argparse.Namespace) -> int:
     else:
         used = [f for f, v in _ANOMALY_FLAGS.items() if getattr(args, v) not in (None, False)]
         if used:
-            raise DataError(f"{', '.join(used)} need --task anomaly")
+            verb = "needs" if len(used) == 1 else "need"
+            raise DataError(f"{', '.join(used)} {verb} --task anomaly")
         data = load_data(args.data, key=args.key, patch=args.patch)
     name = args.name or data.name
     checkpoint = args.checkpoint or Path("runs") / name / "checkpoint.pt"

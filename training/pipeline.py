@@ -101,6 +101,26 @@ class TrainedPackage:
             f"package {self.out} (fingerprint {m['fingerprint']}): latent {lat}, codes {fmt}: "
             f"{code_bytes:.1f} bytes/sample vs {raw} raw float32 ({raw / code_bytes:.1f}x), "
             f"val PSNR {self.measured['psnr_db']:.2f} dB through the package"
+        ) + self._anomaly_summary()
+
+    def _anomaly_summary(self) -> str:
+        a = self.manifest.get("anomaly")
+        if a is None:
+            return ""
+        cal = a["calibration"]
+        scorer = self.manifest["files"].get("scorer")
+        edge = (
+            f"; scorer.onnx {scorer['bytes']:,} bytes (+{scorer['extra_bytes_over_encoder']:,} "
+            "over the encoder)"
+            if scorer
+            else ""
+        )
+        return (
+            f"\nanomaly: scores {', '.join(a['scores'])} (codes default "
+            f"{a['default_codes_score']}, chosen by held-out likelihood); thresholds at "
+            f"{cal['target']} {cal['rate']:g} on "
+            f"{cal['n']} validation samples{edge}\n"
+            f"score new samples: latentwire score --model {self.out} DATA.csv"
         )
 
 
@@ -260,7 +280,6 @@ def train_and_export(
         "loss": result.loss,
         "noise": tcfg.noise,
         "embed_loss": tcfg.embed_loss,
-        "embed_loss": tcfg.embed_loss,
         "best_val_loss": round(result.best_val, 8),
         "val_psnr_db": round(val_psnr, 3),
         "data_range": data_range,
@@ -376,6 +395,16 @@ def _fit_anomaly(
         fpr=opts.fpr,
         contamination=opts.contamination,
     )
+    rate = section["calibration"]["rate"]
+    if len(z_val) * rate < 5:
+        log.warning(
+            "anomaly: the thresholds rest on %d validation samples, about %.1f of them above "
+            "a %g rate: the realised rate on new normal data will vary; more normal data or a "
+            "larger --val-fraction steadies it (scores and ranking are unaffected)",
+            len(z_val),
+            len(z_val) * rate,
+            rate,
+        )
     section["codes"] = f"{codes.name} codes, dequantised (as the decoder sees them)"
     section["split"] = opts.split
     log.info(
