@@ -65,26 +65,17 @@ def image_pkg(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def anomaly_pkg(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A breast-cancer anomaly package (`train --task anomaly --edge-score`, clean protocol,
-    seed 0, int8 codes), briefly trained: manifest section "anomaly", anomaly.npz and
-    scorer.onnx. Its labelled test split: `split_from_spec(manifest["anomaly"]["split"])`."""
-    from latentwire.training.anomaly import anomaly_data
-    from latentwire.training.pipeline import AnomalyOptions, train_and_export
+    """A breast-cancer anomaly package made by `latentwire train --task anomaly
+    --edge-score` (clean protocol, seed 0, int8 codes, 10 epochs): manifest section
+    "anomaly", anomaly.npz and scorer.onnx. Its labelled test split:
+    `split_from_spec(manifest["anomaly"]["split"])`."""
+    from latentwire.runtime import cli
 
     out = tmp_path_factory.mktemp("pkg") / "anomaly"
-    data, spec = anomaly_data("breast-cancer", seed=0)
-    train_and_export(
-        data,
-        name="breast-cancer-anomaly",
-        out=out,
-        checkpoint=None,
-        resume=False,
-        seed=0,
-        progress=False,
-        epochs=10,
-        codec="int8",
-        anomaly=AnomalyOptions(split=spec, edge_score=True),
-    )
+    argv = ["-q", "train", "--task", "anomaly", "--data", "breast-cancer", "--edge-score"]
+    argv += ["--codec", "int8", "--epochs", "10", "--seed", "0", "--no-progress"]
+    argv += ["--name", "breast-cancer-anomaly", "--out", str(out)]
+    assert cli.main([*argv, "--checkpoint", str(out.parent / "anomaly.ckpt")]) == 0
     return out
 
 
