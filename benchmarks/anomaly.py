@@ -159,40 +159,85 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def targets(key: str, t: dict[str, Any], sets: list[str]) -> dict[str, Any]:
-    """The issue's targets for one protocol/model variant (see the module doc)."""
+def targets(key: str, t: dict[str, Any], sets: list[str]) -> list[dict[str, Any]]:
+    """The issue's targets for one protocol/model variant: [{target, measured, met}].
+
+    "Best latentwire score" is the one score (recon, gmm, mahalanobis or knn) with the
+    highest mean AP over all sets, the same score on every set (chosen after the fact
+    among four); codes-only is the density each package chose without labels."""
     model_ids = [i for i in t if i in ("recon", "gmm", "mahalanobis", "knn")]
-    if not model_ids:
-        return {}
+    if not model_ids or "iforest" not in t:
+        return []
     best = max(model_ids, key=lambda i: t[i]["mean_ap"])
-    res: dict[str, Any] = {"best_model_score": best, "best_model_mean_ap": t[best]["mean_ap"]}
-    have = [b for b in TOP_BASELINES if b in t]
-    if "iforest" in t:
-        res["iforest_mean_ap"] = t["iforest"]["mean_ap"]
-        deficit = {s: t[best]["ap"][s] - t["iforest"]["ap"][s] for s in sets}
-        res["best_minus_iforest_ap_per_set"] = deficit
-    if key.startswith("clean") and have:
-        top = max(have, key=lambda b: t[b]["mean_ap"])
-        res["A1_best_baseline"] = top
-        res["A1_best_baseline_mean_ap"] = t[top]["mean_ap"]
-        res["A1_met"] = bool(
-            t[best]["mean_ap"] >= t[top]["mean_ap"]
-            and min(res.get("best_minus_iforest_ap_per_set", {0: 0}).values()) >= -0.05
+    b = t[best]
+    res: list[dict[str, Any]] = []
+    deficit = {s: b["ap"][s] - t["iforest"]["ap"][s] for s in sets}
+    worst = min(deficit, key=lambda s: deficit[s])
+    if key.startswith("clean"):
+        have = [x for x in TOP_BASELINES if x in t]
+        top = max(have, key=lambda x: t[x]["mean_ap"])
+        res.append(
+            {
+                "target": "A1: best latentwire score's mean AP >= the best of IsolationForest, "
+                "ECOD, PyOD AutoEncoder",
+                "measured": f"{best} {b['mean_ap']:.3f} vs {top} {t[top]['mean_ap']:.3f}",
+                "met": b["mean_ap"] >= t[top]["mean_ap"],
+            }
         )
-    if key.startswith("clean") and "codes-default" in t:
-        c = t["codes-default"]
-        res["A2_codes_default_mean_ap"] = c["mean_ap"]
-        res["A2_codes_default_roc_per_set"] = c["roc_auc"]
-        res["A2_met"] = bool(c["mean_ap"] >= 0.70 and min(c["roc_auc"].values()) >= 0.65)
+        res.append(
+            {
+                "target": "A1: never more than 0.05 AP below IsolationForest on a set",
+                "measured": f"worst {worst}: {deficit[worst]:+.3f} ("
+                + ", ".join(f"{s} {v:+.3f}" for s, v in deficit.items())
+                + ")",
+                "met": deficit[worst] >= -0.05,
+            }
+        )
+        if "codes-default" in t:
+            c = t["codes-default"]
+            low = min(c["roc_auc"], key=lambda s: c["roc_auc"][s])
+            res.append(
+                {
+                    "target": "A2: codes-only (density chosen without labels) mean AP >= 0.70",
+                    "measured": f"{c['mean_ap']:.3f}",
+                    "met": c["mean_ap"] >= 0.70,
+                }
+            )
+            res.append(
+                {
+                    "target": "A2: codes-only ROC-AUC >= 0.65 on every set",
+                    "measured": f"lowest {low} {c['roc_auc'][low]:.3f}",
+                    "met": c["roc_auc"][low] >= 0.65,
+                }
+            )
         gaps = {
             d: t[f"{d}@int8"]["mean_ap"] - t[d]["mean_ap"]
-            for d in ("gmm", "mahalanobis", "knn", "codes-default")
-            if d in t and f"{d}@int8" in t
+            for d in ("codes-default", "gmm", "mahalanobis", "knn")
+            if f"{d}@int8" in t and d in t
         }
-        res["A3_int8_minus_f32_mean_ap"] = gaps
-        res["A3_met"] = bool(gaps) and gaps.get("codes-default", -1.0) >= -0.01
-    if key.startswith("unsup") and "iforest" in t:
-        res["A4_met"] = bool(t[best]["mean_ap"] >= t["iforest"]["mean_ap"])
+        if gaps:
+            res.append(
+                {
+                    "target": "A3: int8 codes lose <= 0.01 mean AP against f32 (codes-only "
+                    "default density)",
+                    "measured": ", ".join(f"{d} {g:+.3f}" for d, g in gaps.items()),
+                    "met": gaps.get("codes-default", -1.0) >= -0.01,
+                }
+            )
+    else:
+        res.append(
+            {
+                "target": "A4: anomalies left in the training data: the robust option's best "
+                "score reaches IsolationForest's mean AP",
+                "measured": f"{best} {b['mean_ap']:.3f} vs iforest {t['iforest']['mean_ap']:.3f}"
+                f" (per set vs iforest: "
+                + ", ".join(f"{s} {v:+.3f}" for s, v in deficit.items())
+                + ")",
+                "met": b["mean_ap"] >= t["iforest"]["mean_ap"],
+            }
+        )
+    for r in res:
+        r["met"] = bool(r["met"])
     return res
 
 
@@ -218,7 +263,12 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         for ident, v in sorted(g["scores"].items(), key=lambda kv: -kv[1]["mean_ap"]):
             cells = " | ".join(f"{v['ap'][s]:.3f} / {v['roc_auc'][s]:.3f}" for s in sets)
             lines.append(f"| {ident} | {cells} | {v['mean_ap']:.3f} |")
-        lines += ["", "Targets: `" + json.dumps(g["targets"], default=float) + "`", ""]
+        lines += ["", "| target | measured | met |", "|---|---|---|"]
+        lines += [
+            f"| {x['target']} | {x['measured']} | {'yes' if x['met'] else '**no**'} |"
+            for x in g["targets"]
+        ]
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -311,7 +361,10 @@ def main(argv: list[str]) -> int:
         "bc_seeds": args.bc_seeds,
         "digits_seeds": args.digits_seeds,
         "wine_seeds": args.wine_seeds,
-        "command": "OMP_NUM_THREADS=1 python benchmarks/anomaly.py " + " ".join(argv),
+        "command": "OMP_NUM_THREADS=1 python benchmarks/anomaly.py "
+        + f"--bc-seeds {args.bc_seeds} --digits-seeds {args.digits_seeds} "
+        + f"--wine-seeds {args.wine_seeds} --protocols {args.protocols}"
+        + (" --unsup-plain" if args.unsup_plain else ""),
     }
     (args.out / "summary.json").write_text(
         json.dumps({"meta": meta, "summary": summary}, indent=2, default=float) + "\n"

@@ -46,8 +46,10 @@ def add_arguments(group: Any) -> None:
         "--split-seed",
         type=int,
         metavar="N",
-        help="anomaly, built-in data: the split's seed when the model records no split "
-        "(default: the recorded split, else 0)",
+        help="anomaly, built-in data: test on the split of another seed (a model trained "
+        "with --task anomaly records its own split, which is the default; another seed's "
+        "test samples may include ones it trained on, so a warning says so) (default: the "
+        "recorded split, else seed 0)",
     )
 
 
