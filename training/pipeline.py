@@ -394,6 +394,8 @@ def _fit_anomaly(
         recon_error(xn_val, out_val),
         fpr=opts.fpr,
         contamination=opts.contamination,
+        z_fit=z_tr,
+        seed=seed,
     )
     rate = section["calibration"]["rate"]
     if len(z_val) * rate < 5:
