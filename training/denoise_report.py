@@ -175,7 +175,7 @@ def _plot_crops(path: Path, doc: dict[str, Any], panel: dict[str, Any]) -> None:
         len(sigmas),
         len(columns),
         squeeze=False,
-        figsize=(2.4 * len(columns) * (2 if shape else 1), 2.4 * len(sigmas)),
+        figsize=(2.4 * len(columns) * (2 if shape else 1), (1.1 if shape else 2.4) * len(sigmas)),
     )
     rows = {(r["label"], r["sigma"]): r for r in doc["rows"]}
     for i, s in enumerate(sigmas):

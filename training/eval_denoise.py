@@ -158,7 +158,7 @@ def evaluate_denoising(
         log.info(
             "sigma %g: %s",
             sigma,
-            ", ".join(f"{r['method']} {r['psnr_db']:.2f} dB" for r in base + m_rows),
+            ", ".join(f"{r['label']} {r['psnr_db']:.2f} dB" for r in base + m_rows),
         )
     warnings = _ceiling_warnings(rows, ceilings)
     if (ts.is_image or ts.image_shape is not None) and not has_pywavelets():
