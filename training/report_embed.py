@@ -8,8 +8,9 @@
   when trained without one; ``pca``, ``umap``, ``raw``), dims, seed, knn_acc, logreg_acc,
   trust@5, trust@10 (not for raw), psnr_db (latentwire, pca). ``summary``: per (method,
   dims) the mean of each metric over seeds and its standard deviation (``<metric>_std``).
-  ``verdicts``: per latentwire method and dims, its mean minus PCA's on knn_acc, trust@5
-  and psnr_db, and ``beats_pca`` (kNN accuracy and trustworthiness@5 both higher);
+  ``verdicts``: per latentwire method and dims, PCA's mean over the same seeds
+  (pca_<metric>) and the difference (<metric>_minus_pca) on knn_acc, trust@5 and psnr_db,
+  and ``beats_pca`` (kNN accuracy and trustworthiness@5 both higher);
 - ``report.md``: the summary as a table, and the verdicts;
 - ``embed.png``: test codes in 2-D coloured by label (a 2-D model's codes as they are,
   larger ones through the first two principal components of their codes) beside PCA-2 of
