@@ -119,7 +119,8 @@ class TrainedPackage:
             f"\nanomaly: scores {', '.join(a['scores'])} (codes default "
             f"{a['default_codes_score']}, chosen by held-out likelihood); thresholds at "
             f"{cal['target']} {cal['rate']:g} on "
-            f"{cal['n']} validation samples{edge}\n"
+            f"{cal['n']} validation samples (code scores: {cal['n_codes']} with out-of-fold "
+            f"training codes){edge}\n"
             f"score new samples: latentwire score --model {self.out} DATA.csv"
         )
 
@@ -400,23 +401,26 @@ def _fit_anomaly(
     rate = section["calibration"]["rate"]
     if len(z_val) * rate < 5:
         log.warning(
-            "anomaly: the thresholds rest on %d validation samples, about %.1f of them above "
-            "a %g rate: the realised rate on new normal data will vary; more normal data or a "
-            "larger --val-fraction steadies it (scores and ranking are unaffected)",
+            "anomaly: the recon threshold rests on %d validation samples, about %.1f of them "
+            "above a %g rate (the code scores' on %d, with out-of-fold training codes): its "
+            "realised rate on new normal data will vary; more normal data or a larger "
+            "--val-fraction steadies it (scores and ranking are unaffected)",
             len(z_val),
             len(z_val) * rate,
             rate,
+            section["calibration"]["n_codes"],
         )
     section["codes"] = f"{codes.name} codes, dequantised (as the decoder sees them)"
     section["split"] = opts.split
     log.info(
         "anomaly: default code score %s (held-out log-likelihood %s), thresholds at %s %g on "
-        "%d validation samples",
+        "%d validation samples (code scores: %d held-out codes)",
         section["default_codes_score"],
         section["selection"]["heldout_loglik"],
         section["calibration"]["target"],
         section["calibration"]["rate"],
         len(z_val),
+        section["calibration"]["n_codes"],
     )
     return section, arrays
 
