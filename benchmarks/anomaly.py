@@ -127,6 +127,18 @@ def _per_run_scores(run: dict[str, Any]) -> dict[str, dict[str, float]]:
     return out
 
 
+def threshold_fpr(results: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Realised false-positive rate on the test normals at each package score's stored
+    threshold (calibrated on the validation split), mean per set."""
+    per: dict[str, dict[str, list[float]]] = {}
+    for r in results:
+        for row in r["rows"]:
+            t = row["metrics"].get("threshold")
+            if t is not None and "@" not in row["id"]:
+                per.setdefault(row["id"], {}).setdefault(r["job"]["set"], []).append(t["fpr"])
+    return {i: {s: float(np.mean(v)) for s, v in d.items()} for i, d in per.items()}
+
+
 def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
     """Per protocol/model variant: mean AP and ROC-AUC per set and over sets per score, and
     the targets."""
@@ -155,7 +167,12 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
                 "mean_roc_auc": float(np.mean(list(roc.values()))),
                 "runs": {s: len(per_set[s][ident]) for s in sets},
             }
-        out[key] = {"sets": sets, "scores": table, "targets": targets(key, table, sets)}
+        out[key] = {
+            "sets": sets,
+            "scores": table,
+            "targets": targets(key, table, sets),
+            "threshold_fpr": threshold_fpr(group),
+        }
     return out
 
 
@@ -268,6 +285,17 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
             f"| {x['target']} | {x['measured']} | {'yes' if x['met'] else '**no**'} |"
             for x in g["targets"]
         ]
+        fpr = g.get("threshold_fpr") or {}
+        if fpr:
+            lines += [
+                "",
+                "Realised FPR on the test normals at the stored thresholds (calibrated for "
+                "1% on the validation split), mean per set: "
+                + "; ".join(
+                    f"{i} " + ", ".join(f"{s} {v:.3f}" for s, v in d.items())
+                    for i, d in fpr.items()
+                ),
+            ]
         lines.append("")
     return "\n".join(lines)
 
