@@ -113,3 +113,20 @@ def test_server_scoring_needs_neither_torch_nor_sklearn() -> None:
     """)
     assert proc.returncode == 0, proc.stderr
     assert "HEAVY []" in proc.stdout
+
+
+def test_denoise_needs_neither_torch_nor_sklearn(digits_pkg: Path, tmp_path: Path) -> None:
+    proc = _run(f"""
+        import sys
+        import numpy as np
+        from latentwire.runtime import cli
+        np.save({str(tmp_path / "n.npy")!r}, np.random.rand(4, 64))
+        assert cli.main(["-q", "denoise", "--model", {str(digits_pkg)!r},
+                         {str(tmp_path / "n.npy")!r}, "--out", {str(tmp_path / "d.npy")!r}]) == 0
+        assert np.load({str(tmp_path / "d.npy")!r}).shape == (4, 64)
+        heavy = sorted(k for k in sys.modules
+                       if k.split(".")[0] in ("torch", "onnx", "onnxscript", "sklearn", "skimage"))
+        print("HEAVY", heavy)
+    """)
+    assert proc.returncode == 0, proc.stderr
+    assert "HEAVY []" in proc.stdout
