@@ -30,3 +30,6 @@ latentwire train --force --threads 1 --no-progress --data photos --patch 32 --mo
     --out "$out/photos-dae" --checkpoint "$out/photos-dae.pt"
 latentwire evaluate --model "$out/photos-dae" --data sample-images:flower --noise "$sigmas" \
     --tune-on 4 --report benchmarks/results/denoise-flower
+# the same with unclipped noise (zero-mean Gaussian, the classic denoisers' own model)
+latentwire evaluate --model "$out/photos-dae" --data sample-images:flower --noise "$sigmas" \
+    --no-clip --tune-on 4 --report benchmarks/results/denoise-flower-noclip
