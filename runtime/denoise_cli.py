@@ -133,7 +133,8 @@ def _denoise_images(args: argparse.Namespace, model: Model, out: Path) -> int:
                 raise InputError(f"{paths[start + i]}: {exc}") from None
             write_png(targets[start + i], clean, bits=bits)
         start += len(batch)
-        log.info("denoised %d of %s", start, _plural(len(images), "image"))
+        if len(images) > 1:
+            log.info("denoised %d of %s", start, _plural(len(images), "image"))
     where = str(out) if len(targets) == 1 else f"{targets[0]} .. {targets[-1]}"
     print(
         f"denoised {_plural(len(images), 'image')} ({describe_sizes(x.shape for x in images)}) "
