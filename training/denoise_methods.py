@@ -179,7 +179,9 @@ def has_pywavelets() -> bool:
 def _tv(p: np.ndarray, sigma: float, k: float) -> np.ndarray:
     from skimage.restoration import denoise_tv_chambolle
 
-    out: np.ndarray = denoise_tv_chambolle(p, weight=k * sigma, channel_axis=-1)
+    out: np.ndarray = denoise_tv_chambolle(  # type: ignore[no-untyped-call]
+        p, weight=k * sigma, channel_axis=-1
+    )
     return out
 
 
@@ -241,6 +243,18 @@ class _Wiener:
         return out
 
 
+def _per_picture(
+    ts: TestSet, norm: Normalization, fn: Filter, sigma: float
+) -> Callable[[list[np.ndarray], float], list[np.ndarray]]:
+    """`fn` applied to every picture of a list of sample arrays, with strength k."""
+
+    def apply(xs: list[np.ndarray], k: float) -> list[np.ndarray]:
+        pics = [fn(p, sigma, k).reshape(p.shape) for p in _pictures(ts, xs, norm)]
+        return _unpictures(ts, pics, xs, norm)
+
+    return apply
+
+
 def classic_rows(
     ts: TestSet,
     tune: TuningSet,
@@ -262,12 +276,7 @@ def classic_rows(
         if not has_pywavelets():
             del filters["wavelet"]
         for name, fn in filters.items():
-
-            def apply(xs: list[np.ndarray], k: float, fn: Filter = fn) -> list[np.ndarray]:
-                pics = [fn(p, sigma, k).reshape(p.shape) for p in _pictures(ts, xs, corr.norm)]
-                return _unpictures(ts, pics, xs, corr.norm)
-
-            methods[name] = apply
+            methods[name] = _per_picture(ts, corr.norm, fn, sigma)
     if ts.image_shape is not None or not ts.is_image:  # arrays: one (N, D) training split
         wiener = _Wiener(ts.x_train, corr.norm)
         methods["pca-wiener"] = lambda xs, k: wiener(xs, sigma, k)
