@@ -137,8 +137,10 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
         help="latents as features (dimensionality reduction): add neighbourhood-preserving "
         "terms to the loss, NAME:WEIGHT joined by +. local:W keeps distances between "
         "neighbours (latents stay in the data's units); sne:W matches neighbour "
-        "probabilities. local:5+sne:0.01 with --batch-size 128 was measured on digits (see "
-        "`latentwire evaluate --task embed`); the exported graphs are unchanged",
+        "probabilities. Measured on digits (local:5+sne:0.01, --batch-size 128, 3 seeds): at "
+        "16 dims trustworthiness@5 0.998 (PCA's; MSE alone 0.993) and +1.5 dB over PCA, kNN "
+        "accuracy 0.973 (PCA 0.983, MSE alone 0.960); at 2 dims it collapsed the codes, so "
+        "use MSE alone there. The exported graphs are unchanged",
     )
     g.add_argument(
         "--normalize",
