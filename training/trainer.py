@@ -23,7 +23,7 @@ from latentwire.runtime.manifest import Normalization
 from .data import Dataset, fit_normalization, same_source, split
 from .embed_loss import parse_embed_loss
 from .models import Autoencoder, ModelConfig, build_model
-from .noise import parse_noise
+from .noise import parse_noise as parse_noise  # re-exported: tests and older imports
 
 log = logging.getLogger("latentwire.training")
 
