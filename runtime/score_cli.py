@@ -219,7 +219,7 @@ def run(args: argparse.Namespace) -> int:
         f"flags {args.fpr:g} of the held-out normal scores (--fpr)"
         if args.fpr is not None
         else f"calibrated at {cal.get('target', '?')} {cal.get('rate', '?')} on "
-        f"{cal.get('n' if r.score == RECON else 'n_codes', cal.get('n', '?'))} held-out "
+        f"{(cal.get('n_heldout') or {}).get(r.score, cal.get('n', '?'))} held-out "
         "normal samples"
     )
     meta = {

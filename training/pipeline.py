@@ -119,7 +119,7 @@ class TrainedPackage:
             f"\nanomaly: scores {', '.join(a['scores'])} (codes default "
             f"{a['default_codes_score']}, chosen by held-out likelihood); thresholds at "
             f"{cal['target']} {cal['rate']:g} on "
-            f"{cal['n']} validation samples (code scores: {cal['n_codes']} with out-of-fold "
+            f"{cal['n']} validation samples (gmm, mahalanobis: {cal['n_codes']} with out-of-fold "
             f"training codes){edge}\n"
             f"score new samples: latentwire score --model {self.out} DATA.csv"
         )
@@ -402,7 +402,7 @@ def _fit_anomaly(
     if len(z_val) * rate < 5:
         log.warning(
             "anomaly: the recon threshold rests on %d validation samples, about %.1f of them "
-            "above a %g rate (the code scores' on %d, with out-of-fold training codes): its "
+            "above a %g rate (gmm and mahalanobis: on %d, with out-of-fold training codes): its "
             "realised rate on new normal data will vary; more normal data or a larger "
             "--val-fraction steadies it (scores and ranking are unaffected)",
             len(z_val),
@@ -414,7 +414,7 @@ def _fit_anomaly(
     section["split"] = opts.split
     log.info(
         "anomaly: default code score %s (held-out log-likelihood %s), thresholds at %s %g on "
-        "%d validation samples (code scores: %d held-out codes)",
+        "%d validation samples (gmm, mahalanobis: %d held-out codes)",
         section["default_codes_score"],
         section["selection"]["heldout_loglik"],
         section["calibration"]["target"],
