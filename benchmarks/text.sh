@@ -5,7 +5,8 @@
 # Needs: pip install torch==2.13.0 -e ".[cpu,train,text]"
 # Embedding runs at 7-9 sentences/s on one thread of the busy 2-core VM (about 40 min for
 # the 19,456 sentences used here; the cache in ~/.cache/latentwire/text resumes a cut run);
-# the four models train side by side, one thread each (about 30 min).
+# the four models train side by side, one thread each (about 30 min); the evaluation,
+# mostly faiss OPQ training, about 10 min.
 set -euo pipefail
 out=${OUT:-runs/text}
 sentences=${SENTENCES:-19456}
@@ -25,4 +26,5 @@ for lam in 0.0001 0.0003 0.0018 0.006; do
 done
 wait
 latentwire evaluate --task retrieval "${models[@]}" --data "$out/bbc/vectors.npz" \
-    --train-vectors "$out/bbc/train.npy" --report benchmarks/results/text-bbc
+    --train-vectors "$out/bbc/train.npy" --budgets 8,16,32,64 --unit-vectors \
+    --report benchmarks/results/text-bbc
