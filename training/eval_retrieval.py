@@ -225,9 +225,8 @@ def plot(points: list[Any], path: Path, k: int) -> None:
                 ax.plot(p.bytes_per_vector, p.recall, "o", ms=7, label=p.label)
             continue
         xs, ys = [p.bytes_per_vector for p in pts], [p.recall for p in pts]
-        ax.plot(xs, ys, style, label={"opq": "faiss OPQ+PQ", "pq": "faiss PQ"}.get(
-            method, pts[0].label if len(pts) == 1 else f"{pts[0].label.split()[0]} + int8"
-        ))
+        names = {"opq": "faiss OPQ+PQ", "pq": "faiss PQ", "pca": "PCA + int8", "sq": "faiss SQ"}
+        ax.plot(xs, ys, style, label=names.get(method, pts[0].label))
     ax.set_xscale("log", base=2)
     ax.set_xlabel("bytes per database vector")
     ax.set_ylabel(f"{k}-recall@{k} (float queries)")
