@@ -104,6 +104,14 @@ def test_manifest_records_noise(denoiser: Path) -> None:
     assert manifest["training"]["noise"] == "gaussian:0..0.6"
 
 
+def test_reexport_keeps_the_noise(denoiser: Path, tmp_path: Path) -> None:
+    """`latentwire export` of a denoiser's checkpoint still says it is one."""
+    from latentwire.training.pipeline import export_checkpoint
+
+    manifest = export_checkpoint(denoiser.parent / f"{denoiser.name}.ckpt", out=tmp_path / "re")
+    assert manifest["training"]["noise"] == "gaussian:0..0.6"
+
+
 def test_denoise_arrays(denoiser: Path, digits_x: np.ndarray, tmp_path: Path) -> None:
     noisy = _noisy(digits_x, 0.5)
     np.save(tmp_path / "noisy.npy", noisy)

@@ -392,7 +392,8 @@ def _add_command(sub: Any, name: str) -> None:
             "--task",
             choices=EVALUATE_TASKS,
             help="rd: rate-distortion (the default); anomaly: detection quality against "
-            "IsolationForest, ECOD and PCA (needs --labels for your own data); denoise: "
+            "IsolationForest, ECOD, PyOD's AutoEncoder and PCA (needs --labels for your own "
+            "data); denoise: "
             "denoising against scikit-image's denoisers (implied by --noise); embed: codes as "
             "features against PCA; retrieval: nearest-neighbour recall of decoded vectors "
             "against faiss",
@@ -400,8 +401,9 @@ def _add_command(sub: Any, name: str) -> None:
         t.add_argument(
             "--labels",
             metavar="PATH",
-            help="anomaly/embed: one label per test sample (.npy or .csv); built-in "
-            "data (digits, breast-cancer, wine) carries its own",
+            help="one label per sample of --data (.npy or .csv): anomaly 1 = anomaly, 0 = "
+            "normal; embed: class labels. Built-in data (digits, breast-cancer, wine) "
+            "carries its own",
         )
         t.add_argument(
             "--noise",

@@ -466,6 +466,8 @@ def export_checkpoint(
         "epochs": ckpt["epoch"],
         "loss": ckpt["loss"],
         "best_val_loss": round(ckpt["best_val"], 8),
+        "noise": ckpt["identity"].get("noise"),  # `denoise` and evaluate read it
+        "embed_loss": ckpt["identity"].get("embed_loss"),
         "exported_from": str(path),
     }
     return export_package(
