@@ -36,3 +36,20 @@ _port = _bounded(int, lambda v: 0 <= v <= 65535, "a port in 0..65535 (0 = any fr
 def port(text: str) -> int:
     """argparse type: a TCP port, 0..65535 (0 = any free port)."""
     return int(_port(text))
+
+
+def add_session_args(p: argparse.ArgumentParser) -> None:
+    """--providers and --threads: how a command's ONNX Runtime sessions run."""
+    p.add_argument(
+        "--providers",
+        choices=["auto", "cpu", "cuda"],
+        default="auto",
+        help="execution provider: auto = CUDA when it loads, else CPU (default: auto)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        metavar="N",
+        help="ONNX Runtime intra-op threads, 0 = one per core (default: 0)",
+    )

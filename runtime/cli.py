@@ -28,7 +28,7 @@ import numpy as np
 
 from . import __version__, client_cli
 from ._proto.v1 import codec_pb2
-from .argtypes import positive
+from .argtypes import add_session_args, positive
 from .arrays import ARRAY_SUFFIXES, check_writable, read_array, write_array
 from .codes import read_codes_file, write_codes_file
 from .errors import DataError, InputError, LatentwireError
@@ -61,19 +61,7 @@ def _load(args: argparse.Namespace, role: str) -> Model:
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, metavar="DIR", help="model package directory")
-    p.add_argument(
-        "--providers",
-        choices=["auto", "cpu", "cuda"],
-        default="auto",
-        help="execution provider: auto = CUDA when it loads, else CPU (default: auto)",
-    )
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=0,
-        metavar="N",
-        help="ONNX Runtime intra-op threads, 0 = one per core (default: 0)",
-    )
+    add_session_args(p)
 
 
 _COLOURS = {1: "greyscale", 3: "RGB"}

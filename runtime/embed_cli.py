@@ -23,7 +23,7 @@ from typing import Any, BinaryIO, TextIO
 
 import numpy as np
 
-from .argtypes import positive
+from .argtypes import add_session_args, positive
 from .arrays import _is_number, check_writable, read_array
 from .embed import as_samples
 from .errors import DataError
@@ -74,19 +74,7 @@ def add_command(sub: Any) -> None:
         help=f"samples encoded per step; bounds memory (default: {DEFAULT_CHUNK})",
     )
     p.add_argument("--force", action="store_true", help="replace an existing --out file")
-    p.add_argument(
-        "--providers",
-        choices=["auto", "cpu", "cuda"],
-        default="auto",
-        help="execution provider: auto = CUDA when it loads, else CPU (default: auto)",
-    )
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=0,
-        metavar="N",
-        help="ONNX Runtime intra-op threads, 0 = one per core (default: 0)",
-    )
+    add_session_args(p)
     p.set_defaults(func=run)
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .anomaly import RECON, ScoreResult
+from .argtypes import add_session_args
 from .arrays import ARRAY_SUFFIXES, check_writable, read_array
 from .errors import DataError, InputError
 from .manifest import SCORER, Manifest
@@ -67,19 +68,7 @@ def add_command(sub: Any) -> None:
         "without retraining (default: the package's threshold)",
     )
     p.add_argument("--force", action="store_true", help="replace an existing --out file")
-    p.add_argument(
-        "--providers",
-        choices=["auto", "cpu", "cuda"],
-        default="auto",
-        help="execution provider: auto = CUDA when it loads, else CPU (default: auto)",
-    )
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=0,
-        metavar="N",
-        help="ONNX Runtime intra-op threads, 0 = one per core (default: 0)",
-    )
+    add_session_args(p)
     p.set_defaults(func=run)
 
 
