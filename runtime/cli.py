@@ -13,6 +13,7 @@ argparse usage errors exit 2.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib
 import itertools
 import json
@@ -216,6 +217,38 @@ def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def _optional_files(path: Path, m: Manifest) -> list[str]:
+    """The package's optional files (edge scoring graph, anomaly densities), sha256-checked."""
+    lines = []
+    for role, entry in m.files.items():
+        if role in ROLES or not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
+            continue
+        file = path / entry["path"]
+        if not file.is_file():
+            status = "PROBLEM: missing"
+        else:
+            digest = hashlib.sha256(file.read_bytes()).hexdigest()
+            status = "sha256 ok" if digest == entry.get("sha256") else "PROBLEM: sha256 differs"
+        lines.append(f"{role:<12} {entry['path']} {entry.get('bytes', 0):,} bytes, {status}")
+    return lines
+
+
+def _anomaly_lines(anomaly: dict[str, Any]) -> list[str]:
+    """What `--task anomaly` stored: the scores, the chosen density, the thresholds."""
+    if not anomaly:
+        return []
+    thresholds = _dict(anomaly.get("thresholds"))
+    calibration = _dict(anomaly.get("calibration"))
+    return [
+        f"detector     scores {', '.join(map(str, anomaly.get('scores', [])))}; flags by "
+        f"{anomaly.get('default_score')} (codes only: {anomaly.get('default_codes_score')})",
+        "thresholds   "
+        + ", ".join(f"{k} {v:.6g}" for k, v in thresholds.items() if isinstance(v, float))
+        + f" ({calibration.get('target')} {calibration.get('rate')}, "
+        f"{calibration.get('n')} held-out samples)",
+    ]
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     path = Path(args.package)
     m = Manifest.load(path)
@@ -253,6 +286,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         except LatentwireError as exc:
             status = f"PROBLEM: {exc}"
         lines.append(f"{role:<12} {entry['path']} {entry.get('bytes', 0):,} bytes, {status}")
+    lines += _optional_files(path, m)
     onnx_info = _dict(raw.get("onnx"))
     parity = _dict(onnx_info.get("parity_max_abs_error"))
     if parity:
@@ -260,6 +294,7 @@ def cmd_info(args: argparse.Namespace) -> int:
             f"onnx         opset {onnx_info.get('opset')}, parity max abs error "
             f"enc {parity.get('encoder')} / dec {parity.get('decoder')}"
         )
+    lines += _anomaly_lines(_dict(raw.get("anomaly")))
     training = _dict(raw.get("training"))
     if training:
         lines.append("training     " + ", ".join(f"{k}={v}" for k, v in training.items()))
