@@ -82,10 +82,9 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def _encode_images(args: argparse.Namespace, model: Model) -> int:
-    m = model.manifest
-    channels = _image_channels(model, m.input, "encodes")
-    paths = [Path(p) for p in args.input]
+def _read_model_images(model: Model, paths: list[Path], what: str) -> list[np.ndarray]:
+    """Read image files for an image model, refusing any whose channel count differs."""
+    channels = _image_channels(model, model.manifest.input, what)
     images = read_images(paths)
     for path, x in zip(paths, images, strict=True):
         if x.shape[0] != channels:
@@ -95,6 +94,13 @@ def _encode_images(args: argparse.Namespace, model: Model) -> int:
                 f"{_plural(channels, 'channel')} ({_COLOURS.get(channels, '?')}): "
                 "convert the image first"
             )
+    return images
+
+
+def _encode_images(args: argparse.Namespace, model: Model) -> int:
+    m = model.manifest
+    paths = [Path(p) for p in args.input]
+    images = _read_model_images(model, paths, "encodes")
     if bits_for(m.normalization) == 8 and any(x.max(initial=0.0) > 255 for x in images):
         log.warning("some images have values above 255; model %r was trained on 8-bit data", m.name)
     messages: list[codec_pb2.Codes] = []
@@ -119,8 +125,8 @@ def _encode_images(args: argparse.Namespace, model: Model) -> int:
     return 0
 
 
-def cmd_encode(args: argparse.Namespace) -> int:
-    inputs: list[str] = args.input
+def _inputs_are_images(inputs: list[str]) -> bool:
+    """True for PNG/JPEG images, False for one array file; refuses mixes and other files."""
     n_images = sum(is_image_path(p) for p in inputs)
     if 0 < n_images < len(inputs):
         raise DataError("give PNG/JPEG images or one .npy, .npz or .csv file, not a mix")
@@ -135,9 +141,15 @@ def cmd_encode(args: argparse.Namespace) -> int:
             f"{inputs[0]}: unsupported file type {suffix or '(none)'!r}; use .npy, .npz, .csv "
             "or PNG/JPEG images"
         )
+    return n_images > 0
+
+
+def cmd_encode(args: argparse.Namespace) -> int:
+    inputs: list[str] = args.input
+    images = _inputs_are_images(inputs)
     check_writable(args.out)
     model = _load(args, "encoder")
-    if n_images:
+    if images:
         return _encode_images(args, model)
     x = read_array(inputs[0], key=args.key)
     t0 = time.perf_counter()

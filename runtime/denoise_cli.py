@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from .arrays import ARRAY_SUFFIXES, check_writable, read_array, write_array
-from .cli import _COLOURS, _add_model_args, _image_channels, _plural
+from .arrays import check_writable, read_array, write_array
+from .cli import _add_model_args, _inputs_are_images, _plural, _read_model_images
 from .errors import DataError, InputError
-from .images import bits_for, describe_sizes, is_image_path, numbered_paths, read_images, write_png
+from .images import bits_for, describe_sizes, numbered_paths, write_png
 from .model import Model
 
 log = logging.getLogger("latentwire")
@@ -69,25 +69,6 @@ def denoise(model: Model, x: Any) -> np.ndarray:
     return model.decode_codes(list(model.encode_codes(x)))
 
 
-def _check_inputs(inputs: list[str]) -> bool:
-    """True for images; refuses mixes and unsupported files."""
-    n_images = sum(is_image_path(p) for p in inputs)
-    if 0 < n_images < len(inputs):
-        raise DataError("give PNG/JPEG images or one .npy, .npz or .csv file, not a mix")
-    if n_images == 0 and len(inputs) > 1:
-        raise DataError(
-            f"give one .npy, .npz or .csv file (got {len(inputs)} files); several inputs "
-            "must be PNG/JPEG images"
-        )
-    suffix = Path(inputs[0]).suffix.lower()
-    if n_images == 0 and suffix not in ARRAY_SUFFIXES:
-        raise DataError(
-            f"{inputs[0]}: unsupported file type {suffix or '(none)'!r}; use .npy, .npz, .csv "
-            "or PNG/JPEG images"
-        )
-    return n_images > 0
-
-
 def _refuse_existing(paths: list[Path], force: bool) -> None:
     existing = [p for p in paths if p.exists()]
     if existing and not force:
@@ -107,21 +88,11 @@ def _warn_if_not_denoiser(model: Model) -> str:
 
 
 def _denoise_images(args: argparse.Namespace, model: Model, out: Path) -> int:
-    m = model.manifest
-    channels = _image_channels(model, m.input, "denoises")
-    bits = bits_for(m.normalization)
+    bits = bits_for(model.manifest.normalization)
     paths = [Path(p) for p in args.input]
     targets = numbered_paths(out, len(paths))
     _refuse_existing(targets, args.force)
-    images = read_images(paths)
-    for path, x in zip(paths, images, strict=True):
-        if x.shape[0] != channels:
-            raise InputError(
-                f"{path} is a {_COLOURS.get(x.shape[0], '?')} image "
-                f"({_plural(x.shape[0], 'channel')}); model {model.name!r} expects "
-                f"{_plural(channels, 'channel')} ({_COLOURS.get(channels, '?')}): "
-                "convert the image first"
-            )
+    images = _read_model_images(model, paths, "denoises")
     how = _warn_if_not_denoiser(model)
     start = 0
     for _, run in itertools.groupby(images, key=lambda x: x.shape):
@@ -146,7 +117,7 @@ def _denoise_images(args: argparse.Namespace, model: Model, out: Path) -> int:
 
 def run(args: argparse.Namespace) -> int:
     inputs: list[str] = args.input
-    images = _check_inputs(inputs)
+    images = _inputs_are_images(inputs)
     out = Path(args.out)
     if images:
         check_writable(out, (".png",))

@@ -600,18 +600,28 @@ def _task_module(task: str) -> Any:
     return importlib.import_module(f"latentwire.training.eval_{task}")
 
 
+_TASK_NEEDS = {"anomaly": ("pyod",), "denoise": ("skimage",)}
+"""Modules of the training extra a task needs beyond matplotlib and scikit-learn."""
+
+
+def _need_evaluate_extra(task: str) -> None:
+    """One line naming the training extra when a module the task needs is missing."""
+    for module in ("matplotlib", "sklearn", *_TASK_NEEDS.get(task, ())):
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            what = "evaluate" if task == "rd" else f"evaluate --task {task}"
+            raise DataError(
+                f"{what} needs the training extra ({exc.name} is missing): "
+                "pip install torch==2.13.0 'latentwire[cpu,train]'"
+            ) from None
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     task = args.task or ("denoise" if args.noise else "rd")
+    _need_evaluate_extra(task)
     if task != "rd":
         return int(_task_module(task).run(args))
-    try:
-        import matplotlib  # noqa: F401
-        import sklearn  # noqa: F401
-    except ImportError as exc:
-        raise DataError(
-            f"evaluate needs the training extra ({exc.name} is missing): "
-            "pip install torch==2.13.0 'latentwire[cpu,train]'"
-        ) from None
     from .evaluate import evaluate, format_table
 
     result = evaluate(args.model, args.data, args.report)

@@ -330,15 +330,7 @@ def evaluate_anomaly(
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        import matplotlib  # noqa: F401
-        import pyod  # noqa: F401
-        import sklearn  # noqa: F401
-    except ImportError as exc:
-        raise DataError(
-            f"evaluate --task anomaly needs the training extra ({exc.name} is missing): "
-            "pip install torch==2.13.0 'latentwire[cpu,train]'"
-        ) from None
+    """The extras were checked by `run_evaluate` (training/cli.py) before dispatch."""
     from latentwire.runtime.manifest import Manifest
 
     from .report_anomaly import format_table, write_report

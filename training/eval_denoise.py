@@ -63,20 +63,8 @@ def add_arguments(group: Any) -> None:
     )
 
 
-def _need_extras() -> None:
-    try:
-        import matplotlib  # noqa: F401
-        import skimage  # noqa: F401
-        import sklearn  # noqa: F401
-    except ImportError as exc:
-        raise DataError(
-            f"evaluate --task denoise needs the training extra ({exc.name} is missing): "
-            "pip install torch==2.13.0 'latentwire[cpu,train]'"
-        ) from None
-
-
 def run(args: argparse.Namespace) -> int:
-    _need_extras()
+    """The extras were checked by `run_evaluate` (training/cli.py) before dispatch."""
     from .denoise_report import format_table, write_report
     from .noise import parse_sigmas
 

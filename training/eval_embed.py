@@ -49,14 +49,7 @@ def add_arguments(group: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        import matplotlib  # noqa: F401
-        import sklearn  # noqa: F401
-    except ImportError as exc:
-        raise DataError(
-            f"evaluate needs the training extra ({exc.name} is missing): "
-            "pip install torch==2.13.0 'latentwire[cpu,train]'"
-        ) from None
+    """The extras were checked by `run_evaluate` (training/cli.py) before dispatch."""
     from .report_embed import format_table, write_report
 
     if args.neighbors < 1:
