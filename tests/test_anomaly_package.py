@@ -89,3 +89,39 @@ def test_a_changed_npz_or_a_package_without_anomaly_training(
     assert plain.detector is None
     with pytest.raises(InputError, match="--task anomaly"):
         plain.score(np.zeros((1, 64)))
+
+
+def test_anomaly_packages_of_tabular_data_are_min_max_normalised(anomaly_pkg: Path) -> None:
+    """--normalize auto under --task anomaly is min-max where it would be standard (the
+    measured default; digits keeps its own "none")."""
+    from latentwire.training.anomaly import ANOMALY_DEFAULTS
+    from latentwire.training.data import load_data
+    from latentwire.training.pipeline import anomaly_normalization
+
+    m = json.loads((anomaly_pkg / "manifest.json").read_text())
+    assert m["normalization"]["kind"] == ANOMALY_DEFAULTS["normalize"] == "minmax"
+    assert anomaly_normalization("auto", load_data("breast-cancer")) == "minmax"
+    assert anomaly_normalization("auto", load_data("digits")) == "auto"  # = none
+    assert anomaly_normalization("standard", load_data("breast-cancer")) == "standard"
+
+
+def test_int8_anomaly_codes_keep_latents_beyond_the_training_range(anomaly_pkg: Path) -> None:
+    """The int8 range has headroom around the training codes' range, so an anomaly's
+    far-out latent is not clipped onto the normal range (what cost int8 its AP)."""
+    from latentwire.runtime.formats import CodeFormat
+    from latentwire.training.anomaly import ANOMALY_DEFAULTS
+    from latentwire.training.pipeline import with_headroom
+
+    fmt = load(anomaly_pkg, providers="cpu").codes
+    assert fmt.name == "int8"
+    lo, hi = np.asarray(fmt.lo), np.asarray(fmt.hi)
+    tight = CodeFormat.build("int8", (lo + hi) / 2 - (hi - lo) / 8, (lo + hi) / 2 + (hi - lo) / 8)
+    wide = with_headroom(tight, ANOMALY_DEFAULTS["int8_headroom"])
+    np.testing.assert_allclose(wide.lo, lo, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(wide.hi, hi, rtol=1e-6, atol=1e-6)
+    # a latent twice as far out as the training codes reach survives int8
+    far = ((tight.hi - (lo + hi) / 2) * 2 + (lo + hi) / 2)[None, :].astype(np.float32)
+    back = fmt.dequantize(fmt.quantize(far))
+    np.testing.assert_allclose(back, far, atol=float(np.max(hi - lo)) / 254 + 1e-6)
+    assert np.all(tight.dequantize(tight.quantize(far)) < far - 1e-3)  # the tight one clips
+    assert with_headroom(tight, 1.0) is tight

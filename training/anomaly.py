@@ -51,6 +51,8 @@ ANOMALY_DEFAULTS: dict[str, Any] = {
     "fpr": 0.01,  # target false-positive rate without --fpr or --contamination
     "robust_drop": 0.05,  # --robust without --contamination: share dropped for pass two
     "calibration_folds": 5,  # code scores also calibrate on out-of-fold training codes; 0 = off
+    "normalize": "minmax",  # what --normalize auto means for tabular data (auto: standard)
+    "int8_headroom": 4.0,  # int8 range = this many times the training codes' range
 }
 """Tunable defaults of the anomaly task (the anomaly benchmark changes them here only)."""
 

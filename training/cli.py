@@ -147,7 +147,8 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
         choices=["auto", "none", "minmax", "standard", "scale"],
         default="auto",
         help="fitted on the training split and applied by the runtime (default: auto = "
-        "none for digits, /255 for 8-bit images, /peak for deeper ones, standard otherwise)",
+        "none for digits, /255 for 8-bit images, /peak for deeper ones, standard otherwise; "
+        "with --task anomaly, minmax where it would be standard)",
     )
     g.add_argument(
         "--epochs",

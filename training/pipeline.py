@@ -239,6 +239,7 @@ def train_and_export(
         latent_dim = latent_dim or ANOMALY_DEFAULTS["latent_dim"]
         train_kwargs.setdefault("epochs", ANOMALY_DEFAULTS["epochs"])
         train_kwargs.setdefault("patience", ANOMALY_DEFAULTS["patience"])
+        normalize = anomaly_normalization(normalize, data)
         if anomaly.robust:
             data, robust_info = _robust_first_pass(
                 data, anomaly, model, latent_dim, hidden, normalize, train_kwargs
@@ -271,6 +272,8 @@ def train_and_export(
     norm = normalizer(result.normalization, x_val.shape[1:])
     samples = norm.forward(x_val[:256])
     codes = calibrate(result.model, norm.forward(x_tr).astype(np.float32), codec)
+    if anomaly is not None:
+        codes = with_headroom(codes, ANOMALY_DEFAULTS["int8_headroom"])
     info = {
         "data": data.source,
         "n_train": len(x_tr),
@@ -315,6 +318,29 @@ def train_and_export(
         ) from None
     measured = measure_package(out, x_val, data_range)
     return TrainedPackage(result, manifest, out, val_psnr, measured)
+
+
+def anomaly_normalization(normalize: str, data: Dataset) -> str:
+    """What `--normalize auto` means under --task anomaly: ANOMALY_DEFAULTS["normalize"]
+    (min-max) where the data's own default is standardisation (tabular data). Measured on
+    breast-cancer, 4 seeds: codes-only AP 0.61 -> 0.76 and reconstruction-error AP 0.47 ->
+    0.56 (benchmarks/README.md#anomaly-detection): standardisation lets a few heavy-tailed
+    features dominate the squared error and the codes."""
+    if normalize == "auto" and data.default_normalization == "standard":
+        return str(ANOMALY_DEFAULTS["normalize"])
+    return normalize
+
+
+def with_headroom(fmt: CodeFormat, factor: float) -> CodeFormat:
+    """`fmt` with its calibrated range widened `factor` times about its centre, so that the
+    int8 format keeps anomalies' latents (which often fall outside the normal training
+    codes' range: 67% of breast-cancer's test anomalies against 6.5% of its normals) instead
+    of clipping them onto the normal range. f32 and f16 carry the range as information only;
+    the entropy format's integer support is left as trained."""
+    if fmt.name == "entropy" or factor <= 1.0:
+        return fmt
+    centre, half = (fmt.hi + fmt.lo) / 2, (fmt.hi - fmt.lo) / 2 * factor
+    return CodeFormat.build(fmt.name, centre - half, centre + half, fmt.prior)
 
 
 @dataclass(frozen=True)
