@@ -25,6 +25,12 @@ Every gRPC error becomes the package's own exception (`latentwire.runtime.errors
 server names the class in the trailing metadata key "latentwire-error", and
 `error_from_status` falls back to the status code when it is absent (transport errors).
 `AsyncClient` has the same methods as coroutines; create it inside the running event loop.
+
+Several replicas: give a target that resolves to all of them and calls are spread over
+them (`lb_policy`): `dns:///latentwire-headless.NS.svc.cluster.local:8001` (a Kubernetes
+headless Service: one address per ready pod) or `ipv4:10.0.0.1:8001,10.0.0.2:8001`. gRPC
+resolves the name again when a connection drops; servers run with
+`--max-connection-age-s` so that happens and pods added later get calls.
 """
 
 from __future__ import annotations
@@ -65,15 +71,20 @@ from .errors import (
 )
 
 __all__ = [
+    "LB_POLICIES",
     "OUTPUT_DTYPES",
     "AsyncClient",
     "Client",
     "DecodeResult",
     "ScoreReply",
     "StreamResult",
+    "lb_policy_for",
 ]
 
 log = logging.getLogger("latentwire.client")
+
+LB_POLICIES = ("pick_first", "round_robin")
+"""gRPC load-balancing policies a client can ask for (`lb_policy`)."""
 
 MAX_BACKOFF = 10.0
 """Longest pause between two attempts, in seconds (before jitter)."""
@@ -142,12 +153,40 @@ class StreamResult:
 
 
 # -- shared helpers (sync and async) -----------------------------------------------------
+def lb_policy_for(target: str, lb_policy: str | None = None) -> str:
+    """The load-balancing policy a client uses for `target`: `lb_policy` when given, else
+    round_robin for targets that name several servers (`dns:` and multi-address `ipv4:` /
+    `ipv6:` ones), pick_first otherwise."""
+    if lb_policy is not None:
+        if lb_policy not in LB_POLICIES:
+            raise ValueError(
+                f"lb_policy must be None (auto), 'pick_first' or 'round_robin', got {lb_policy!r}"
+            )
+        return lb_policy
+    if target.startswith("dns:") or _addresses(target):
+        return "round_robin"
+    return "pick_first"
+
+
+def _addresses(target: str) -> list[str]:
+    """The addresses of a multi-address `ipv4:`/`ipv6:` target ([] for any other)."""
+    scheme, _, rest = target.partition(":")
+    if scheme not in ("ipv4", "ipv6") or "," not in rest:
+        return []
+    return rest.split(",")
+
+
 def _channel_options(
-    max_message_bytes: int, server_name_override: str | None, backoff: float
+    target: str,
+    max_message_bytes: int,
+    server_name_override: str | None,
+    backoff: float,
+    lb_policy: str,
 ) -> list[Any]:
     if max_message_bytes < 1:
         raise ValueError(f"max_message_bytes must be >= 1, got {max_message_bytes}")
     options: list[Any] = [
+        ("grpc.lb_policy_name", lb_policy),
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.max_receive_message_length", max_message_bytes),
         # reconnect on our retry schedule: with gRPC's default (1 s, growing) a channel that
@@ -157,6 +196,10 @@ def _channel_options(
     ]
     if server_name_override:
         options.append(("grpc.ssl_target_name_override", server_name_override))
+    if addresses := _addresses(target):
+        # gRPC would send "a:p,b:p" as the :authority; HTTP/2 servers that check it (the
+        # native front) refuse the call with RST_STREAM PROTOCOL_ERROR
+        options.append(("grpc.default_authority", addresses[0].strip("/")))
     return options
 
 
@@ -198,6 +241,7 @@ class _Settings:
         backoff: float,
         max_message_bytes: int,
         server_name_override: str | None,
+        lb_policy: str | None,
     ) -> None:
         if retries < 0:
             raise ValueError(f"retries must be >= 0, got {retries}")
@@ -209,7 +253,10 @@ class _Settings:
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
-        self.options = _channel_options(max_message_bytes, server_name_override, backoff)
+        self.lb_policy = lb_policy_for(target, lb_policy)
+        self.options = _channel_options(
+            target, max_message_bytes, server_name_override, backoff, self.lb_policy
+        )
         self.credentials = _credentials(
             tls, root_certificates, certificate_chain, private_key, token
         )
@@ -635,12 +682,22 @@ class _Base:
         backoff: float = 0.1,
         max_message_bytes: int = 256 << 20,
         server_name_override: str | None = None,
+        lb_policy: str | None = None,
     ) -> None:
-        """Connect to `target` ("host:port"). TLS when `tls` or any certificate is given
+        """Connect to `target` ("host:port", or any gRPC name: "dns:///host:port",
+        "ipv4:10.0.0.1:8001,10.0.0.2:8001"). TLS when `tls` or any certificate is given
         (system roots unless `root_certificates`; mutual TLS with `certificate_chain` and
         `private_key`). `token` goes as `authorization: Bearer <token>`. `timeout` is the
         default deadline of a call (None: none), `retries` how often a call answered
-        UNAVAILABLE is tried again, after `backoff`, 2 x `backoff`, ... seconds (+-50%)."""
+        UNAVAILABLE is tried again, after `backoff`, 2 x `backoff`, ... seconds (+-50%).
+
+        `lb_policy` spreads calls when the target resolves to several servers:
+        "round_robin" connects to every address and sends each call to the next one;
+        "pick_first" uses one connection to the first address that answers. None (auto):
+        round_robin for `dns:` targets (e.g. a Kubernetes headless Service) and multi-address
+        `ipv4:`/`ipv6:` targets, pick_first otherwise, plain "host:port" included (write
+        "dns:///host:port" to balance over its addresses). The policy in use is
+        `self.lb_policy`. Anything else raises ValueError."""
         self.target = target
         self._settings = s = _Settings(
             target,
@@ -654,7 +711,9 @@ class _Base:
             backoff,
             max_message_bytes,
             server_name_override,
+            lb_policy,
         )
+        self.lb_policy = s.lb_policy
         if s.credentials is None:
             self._channel: Any = self._grpc.insecure_channel(target, options=s.options)
         else:
@@ -664,7 +723,7 @@ class _Base:
 
     def __repr__(self) -> str:
         secure = "tls" if self._settings.credentials is not None else "insecure"
-        return f"{type(self).__name__}({self.target!r}, {secure})"
+        return f"{type(self).__name__}({self.target!r}, {secure}, {self.lb_policy})"
 
 
 def _sleep(seconds: float) -> None:

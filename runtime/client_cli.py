@@ -23,7 +23,7 @@ import numpy as np
 
 from .argtypes import positive
 from .arrays import check_writable, read_array, write_array
-from .client import OUTPUT_DTYPES, Client, ScoreReply
+from .client import LB_POLICIES, OUTPUT_DTYPES, Client, ScoreReply
 from .errors import DataError, ServerError
 from .manifest import Manifest
 from .model import Model
@@ -51,7 +51,23 @@ def psnr(x: np.ndarray, x_hat: np.ndarray) -> float:
 
 def _add_connection_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("connection")
-    g.add_argument("--server", required=True, metavar="HOST:PORT", help="the server's address")
+    g.add_argument(
+        "--server",
+        required=True,
+        metavar="HOST:PORT",
+        help="the server's address, or any gRPC name: dns:///HOST:PORT (every address the "
+        "name resolves to), ipv4:ADDR:PORT,ADDR:PORT",
+    )
+    g.add_argument(
+        "--lb",
+        choices=["auto", *LB_POLICIES],
+        default="auto",
+        help="how calls spread over the addresses --server resolves to: round_robin = each "
+        "call to the next address, e.g. the pods of a Kubernetes headless Service with "
+        "--server dns:///NAME.NAMESPACE.svc.cluster.local:8001; pick_first = all calls to "
+        "the first address that answers; auto = round_robin for dns:/// and multi-address "
+        "targets, pick_first for HOST:PORT (default: auto)",
+    )
     g.add_argument("--tls", action="store_true", help="connect with TLS (implied by --ca/--cert)")
     g.add_argument("--ca", metavar="FILE", help="PEM root certificates (default: system roots)")
     g.add_argument("--cert", metavar="FILE", help="PEM client certificate chain (mutual TLS)")
@@ -91,6 +107,7 @@ def _client(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Client
         token=args.token or os.environ.get(TOKEN_ENV) or None,
         timeout=args.timeout,
         server_name_override=args.server_name,
+        lb_policy=None if args.lb == "auto" else args.lb,
     )
 
 

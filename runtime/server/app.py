@@ -94,6 +94,14 @@ class ServeConfig:
     require_model: bool = False
     """Refuse to start (stop and raise) when no model version loads at startup, instead of
     staying up NOT_SERVING until one appears."""
+    max_connection_age: float | None = None
+    """Seconds (gRPC adds +-10% jitter) after which a client connection gets a GOAWAY and
+    its client reconnects, resolving the name again: how an L4 load balancer (a Kubernetes
+    ClusterIP Service) and DNS round_robin clients spread load onto new replicas. None or
+    0: never. grpcio front only."""
+    max_connection_age_grace: float | None = None
+    """After that GOAWAY, how long calls still running may take before the connection is
+    closed (None: as long as they need)."""
 
 
 def native_available() -> bool:
@@ -111,6 +119,12 @@ def choose_frontend(cfg: ServeConfig) -> tuple[str, str]:
                 "--frontend native does not speak TLS (pygrpc-native has none yet); use "
                 "--frontend grpcio or auto for TLS, or terminate TLS in front of the server"
             )
+        if cfg.max_connection_age:
+            raise Unavailable(
+                "--frontend native cannot close connections by age (pygrpc-native has no "
+                "max_connection_age); use --frontend grpcio (or auto, which picks it) with "
+                "--max-connection-age-s"
+            )
         if not native_available():
             raise Unavailable(
                 "--frontend native needs pygrpc-native: pip install 'latentwire[server]'"
@@ -120,9 +134,23 @@ def choose_frontend(cfg: ServeConfig) -> tuple[str, str]:
         raise Unavailable(f"--frontend must be auto, native or grpcio, got {cfg.frontend!r}")
     if tls:
         return "grpcio", "TLS was asked for and the native front has no TLS"
+    if cfg.max_connection_age:
+        return "grpcio", "--max-connection-age-s was given and the native front has no such option"
     if not native_available():
         return "grpcio", "pygrpc-native is not installed (pip install 'latentwire[server]')"
     return "native", "pygrpc-native is installed and no TLS was asked for"
+
+
+def connection_age_options(cfg: ServeConfig) -> list[tuple[str, int]]:
+    """grpcio server options for `max_connection_age` (gRFC A9); none when it is off."""
+    if not cfg.max_connection_age:
+        return []
+    options = [("grpc.max_connection_age_ms", max(1, round(cfg.max_connection_age * 1000)))]
+    if cfg.max_connection_age_grace is not None:
+        options.append(
+            ("grpc.max_connection_age_grace_ms", round(cfg.max_connection_age_grace * 1000))
+        )
+    return options
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -179,14 +207,18 @@ class Server:
                     BearerToken(cfg.token), lambda m: refused.labels(m, "UNAUTHENTICATED").inc()
                 )
             )
+        # unary calls; streams run on a pool of their own (Rpc.stream)
+        pool = ThreadPoolExecutor(max_workers=cfg.threads, thread_name_prefix="latentwire-rpc")
+        # calls grpcio has taken that wait for a free thread: in flight, method unknown yet
+        self.metrics.add_inflight_source(lambda: (("", pool._work_queue.qsize()),))
         server = grpc.server(
-            # unary calls; streams run on a pool of their own (Rpc.stream)
-            ThreadPoolExecutor(max_workers=cfg.threads, thread_name_prefix="latentwire-rpc"),
+            pool,
             interceptors=interceptors,
             options=[
                 ("grpc.max_receive_message_length", cfg.max_receive_bytes),
                 ("grpc.max_send_message_length", cfg.max_send_bytes),
                 ("grpc.so_reuseport", 0),
+                *connection_age_options(cfg),
             ],
         )
         rpc = self._rpc
@@ -293,6 +325,14 @@ class Server:
                 self._close_ports(0)  # free the gRPC port we already hold
                 raise
         log.info("listening on %s:%d (%s front: %s)", cfg.host, self.port, self.frontend, why)
+        if cfg.max_connection_age:
+            grace = cfg.max_connection_age_grace
+            log.info(
+                "connections are closed after %gs (+-10%%): a GOAWAY, then %s for the calls "
+                "under way; clients reconnect and resolve the name again",
+                cfg.max_connection_age,
+                "no limit" if grace is None else f"{grace:g}s",
+            )
         if load:
             try:
                 self.load()

@@ -155,6 +155,35 @@ def add_command(sub: Any) -> None:
         metavar="S",
         help="on SIGTERM, how long requests in flight may take to finish (default: 10)",
     )
+    c = p.add_argument_group(
+        "scale-out",
+        "gRPC sends every call of a connection to the replica it first reached, so a\n"
+        "client connected before a scale-out never uses new replicas until its connection\n"
+        "ends. These options end connections by age (gRFC A9).",
+    )
+    c.add_argument(
+        "--max-connection-age-s",
+        type=non_negative(float),
+        default=0.0,
+        metavar="S",
+        help="after S seconds (gRPC adds +-10%% jitter) send each client connection a GOAWAY: "
+        "calls under way finish, new ones go over a new connection, for which the client "
+        "resolves the name again. Use it behind a Kubernetes ClusterIP Service (kube-proxy "
+        "balances connections, not calls) and also for dns:/// + round_robin clients of a "
+        "headless Service: they spread calls over the pods they know, but gRPC resolves DNS "
+        "again only when a connection drops, so this is how they find pods added later. "
+        "Not needed behind an L7 proxy or mesh that balances each call (Envoy, Linkerd). "
+        "30 to 300 is typical; 0 = never (default: 0). grpcio front only: --frontend auto "
+        "picks grpcio when this is set",
+    )
+    c.add_argument(
+        "--max-connection-age-grace-s",
+        type=non_negative(float),
+        metavar="S",
+        help="after that GOAWAY, how long calls under way may still take before the "
+        "connection is closed; a DecodeStream cut this way resumes on a new connection in "
+        "latentwire's client (default: no limit)",
+    )
     s = p.add_argument_group("security")
     s.add_argument("--tls-cert", type=Path, metavar="PEM", help="server certificate (enables TLS)")
     s.add_argument("--tls-key", type=Path, metavar="PEM", help="server private key")
@@ -205,6 +234,8 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         tls_client_ca=args.tls_client_ca,
         token=token,
         require_model=args.require_model,
+        max_connection_age=args.max_connection_age_s or None,
+        max_connection_age_grace=args.max_connection_age_grace_s,
     )
 
 
@@ -213,6 +244,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise LatentwireError(
             "--tls-client-ca needs --tls-cert and --tls-key (mutual TLS runs over TLS)"
         )
+    if args.max_connection_age_grace_s is not None and not args.max_connection_age_s:
+        raise LatentwireError("--max-connection-age-grace-s needs --max-connection-age-s")
     if args.cpu is not None:
         pin_to_cpu(args.cpu)  # before any thread exists, so all of them inherit it
     server = Server(config_from_args(args))

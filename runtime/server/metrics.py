@@ -9,6 +9,8 @@
     latentwire_scored_samples_total{model}                  samples scored (Score, V2 scorer)
     latentwire_anomalies_total{model}                       of those, flagged as anomalies
     latentwire_models_loaded                                loaded model versions
+    latentwire_inflight_requests{method}                    requests being handled now,
+                                                            queued ones included (below)
     latentwire_model_load_failures_total{model, version}    failed attempts to load a version
                                                             (at startup or dropped in later;
                                                             one per change of its files)
@@ -18,22 +20,78 @@ neither a token nor a batching window configured it does not ask for call detail
 ~5 µs a call), so a call that expires while queued in its Rust layer is counted CANCELLED
 rather than DEADLINE_EXCEEDED.
 
+`latentwire_inflight_requests` is the autoscaling signal (a Kubernetes HPA Pods metric): calls
+that have arrived and not been answered, whatever their outcome later. It counts calls
+queued for a batch and, on the native front, calls still queued in its Rust layer; on
+either front, calls waiting for a free grpcio handler thread (--threads) are counted under
+method="" (their method is not known yet). A DecodeStream counts for as long as it is
+open, so scale on `sum without(method) (...{method!="DecodeStream"})` where clients keep idle
+streams. Health checks are not counted. The value is read from cheap counters when
+/metrics is scraped: the hot path pays one uncontended lock per call and end.
+
 Each metrics object owns its own CollectorRegistry, so several servers can live in one
 process (the tests do this) without clashing in prometheus_client's global registry.
 """
 
 from __future__ import annotations
 
+import threading
+from collections import Counter as Tally
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector
 
 from ..errors import Unavailable
 from .batcher import Observer
 
 _LATENCY = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 _BATCH = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+
+
+INFLIGHT = "latentwire_inflight_requests"
+_INFLIGHT_HELP = (
+    'Requests being handled now, queued ones included (method="": waiting for a handler thread)'
+)
+InflightSource = Callable[[], Iterable[tuple[str, int]]]
+"""Yields (method, calls in flight) pairs; read when /metrics is scraped."""
+
+
+class InFlight:
+    """Calls of one method being handled now: `enter()` when a handler starts, `leave()`
+    once it has ended, whatever the outcome. An int under an uncontended lock: no
+    allocation per call."""
+
+    __slots__ = ("_lock", "count")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.count = 0
+
+    def enter(self) -> None:
+        with self._lock:
+            self.count += 1
+
+    def leave(self) -> None:
+        with self._lock:
+            self.count -= 1
+
+
+class _InflightCollector(Collector):
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def describe(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(INFLIGHT, _INFLIGHT_HELP, labels=["method"])
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(INFLIGHT, _INFLIGHT_HELP, labels=["method"])
+        for method, n in sorted(self._metrics.inflight().items()):
+            family.add_metric([method], n)
+        yield family
 
 
 class _GraphObserver(Observer):
@@ -113,6 +171,21 @@ class Metrics:
             ["model", "version"],
             registry=r,
         )
+        self._inflight_sources: list[InflightSource] = []
+        r.register(_InflightCollector(self))
+
+    def add_inflight_source(self, source: InflightSource) -> None:
+        """Count the calls `source` reports in `latentwire_inflight_requests`."""
+        self._inflight_sources.append(source)
+
+    def inflight(self) -> dict[str, int]:
+        """Calls in flight now by method, summed over the sources (every method a source
+        knows is listed, at 0 when idle, so the series exist before the first call)."""
+        total: Tally[str] = Tally()
+        for source in self._inflight_sources:
+            for method, n in source():
+                total[method] += n
+        return {method: max(n, 0) for method, n in total.items()}
 
     def load_failed(self, name: str, version: str, reason: str) -> None:
         """Count a version that failed to load (Registry's on_failure hook)."""

@@ -28,7 +28,7 @@ import math
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -131,6 +131,7 @@ class NativeFront:
         self._max_receive = max_receive_bytes
         self._max_send = max_send_bytes
         self._methods: list[HotMethod | None] = [*methods, None]  # None: Health/Check
+        self._paths = {m.path: m.name for m in methods}
         self._latency = {m.name: metrics.latency.labels(m.name) for m in methods}
         self._parse_health = parser(health_pb2.HealthCheckRequest)
         paths = [(m.path, False) for m in methods] + [(HEALTH_CHECK, False)]
@@ -158,6 +159,7 @@ class NativeFront:
         self._busy = 0
         """rounds and lone big requests under way: their calls are taken, not all answered"""
         self._idle = threading.Condition(self._lock)
+        metrics.add_inflight_source(self.inflight)
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
@@ -191,6 +193,16 @@ class NativeFront:
             m.get("started", 0) - sum(s.get("count", 0) for s in m.get("status", {}).values())
             for m in stats.get("methods", {}).values()
         )
+
+    def inflight(self) -> Iterator[tuple[str, int]]:
+        """(method, calls started and not ended) for the methods served here, from the
+        front's own counts: calls queued in Rust, in a round or running alone. Forwarded
+        calls are counted by the grpcio handlers they reach."""
+        methods = (self._front.metrics() or {}).get("methods", {})
+        for path, name in self._paths.items():
+            m = methods.get(path, {})
+            ended = sum(s.get("count", 0) for s in m.get("status", {}).values())
+            yield name, m.get("started", 0) - ended
 
     # -- the drain loop --------------------------------------------------------------------
     def _serve(self) -> None:

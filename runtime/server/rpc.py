@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 import grpc
 
 from ..errors import ERROR_KEY, InputError, LatentwireError, Overloaded, Unavailable
-from .metrics import Metrics
+from .metrics import InFlight, Metrics
 
 log = logging.getLogger("latentwire.server")
 
@@ -105,6 +105,16 @@ class Rpc:
         self._stream_pool = ThreadPoolExecutor(
             max_workers=max_streams + 4, thread_name_prefix="latentwire-stream"
         )
+        self._inflight: dict[str, InFlight] = {}
+        metrics.add_inflight_source(self.inflight)
+
+    def inflight(self) -> Iterator[tuple[str, int]]:
+        """(method, calls its handler is running now) for every method built here."""
+        for method, counter in self._inflight.items():
+            yield method, counter.count
+
+    def _counter(self, method: str) -> InFlight:
+        return self._inflight.setdefault(method, InFlight())
 
     def close(self) -> None:
         """Let the stream threads go (the server has ended its streams by now)."""
@@ -144,23 +154,28 @@ class Rpc:
         readiness = self.readiness
         check_size = self.check_size
         parse = parser(req_cls)
+        inflight = self._counter(method)
 
         def handle(data: bytes, context: grpc.ServicerContext) -> bytes:
             t0 = time.perf_counter()
-            received.inc(len(data))
+            inflight.enter()
             try:
-                if needs_ready and not readiness.ready:
-                    readiness.check()
-                reply = serialize(fn(parse(data), context))
-                check_size(len(reply))
-            except Exception as exc:
-                requests.labels(method, classify_code(exc)).inc()
+                received.inc(len(data))
+                try:
+                    if needs_ready and not readiness.ready:
+                        readiness.check()
+                    reply = serialize(fn(parse(data), context))
+                    check_size(len(reply))
+                except Exception as exc:
+                    requests.labels(method, classify_code(exc)).inc()
+                    latency.observe(time.perf_counter() - t0)
+                    abort(context, exc)
+                ok.inc()
+                sent.inc(len(reply))
                 latency.observe(time.perf_counter() - t0)
-                abort(context, exc)
-            ok.inc()
-            sent.inc(len(reply))
-            latency.observe(time.perf_counter() - t0)
-            return reply
+                return reply
+            finally:
+                inflight.leave()
 
         return grpc.unary_unary_rpc_method_handler(handle)
 
@@ -177,6 +192,7 @@ class Rpc:
         readiness = self.readiness
         check_size = self.check_size
         parse = parser(req_cls)
+        inflight = self._counter(method)
 
         def parsed(frames: Iterator[bytes]) -> Iterator[Any]:
             for data in frames:
@@ -186,6 +202,7 @@ class Rpc:
         def handle(frames: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
             t0 = time.perf_counter()
             opened = False
+            inflight.enter()  # in the body: a stream grpcio never starts is not counted
             try:
                 readiness.check()
                 self._open_stream(method)
@@ -208,6 +225,7 @@ class Rpc:
                 latency.observe(time.perf_counter() - t0)
                 abort(context, exc)
             finally:
+                inflight.leave()
                 if opened:
                     self._close_stream()
             requests.labels(method, "OK").inc()
