@@ -296,6 +296,16 @@ def test_schema_strict(version: str) -> None:
     assert not errors, f"Kubernetes {version} refuses:\n" + "\n".join(errors)
 
 
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_tools_schema_strict(version: str) -> None:
+    """deploy/k8s/tools (applied by hand, outside kustomize) against the same schemas."""
+    pytest.importorskip("kubernetes_validate", reason="the dev extra's kubernetes-validate")
+    for path in sorted((K8S / "tools").glob("*.yaml")):
+        docs = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d]
+        errors = list(_schema_checked(docs, version))
+        assert not errors, f"{path.name}: {errors}"
+
+
 def test_kserve_pod_spec_schema() -> None:
     """The predictor's pod fields checked as a Pod (no schema exists for InferenceService)."""
     pytest.importorskip("kubernetes_validate", reason="the dev extra's kubernetes-validate")
