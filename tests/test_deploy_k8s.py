@@ -25,7 +25,9 @@ import pytest
 import yaml
 
 from latentwire.runtime.cli import build_parser
-from latentwire.runtime.server.app import _SERVICES
+from latentwire.runtime.errors import LatentwireError
+from latentwire.runtime.server.app import _SERVICES, choose_frontend
+from latentwire.runtime.server.cli import config_from_args
 from latentwire.runtime.server.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,6 +136,11 @@ def check_server_pod(pod: Doc, container: Doc, *, models: str, port_name: str = 
         assert ports["metrics"] == args.metrics_port, f"{where}: metrics != --metrics-port"
 
     tls = args.tls_cert is not None
+    try:  # the server's own choice of front, which refuses combinations it cannot run
+        local = argparse.Namespace(**{**vars(args), "token_file": None})  # a pod's file
+        choose_frontend(config_from_args(local))
+    except LatentwireError as exc:
+        raise AssertionError(f"{where}: the server would refuse to start: {exc}") from exc
     for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
         probe = container.get(kind)
         if probe is None:
