@@ -351,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     training = importlib.import_module("latentwire.training.cli")  # imports no torch itself
-    for name in ("train", "export", "evaluate", "demo"):
+    for name in ("train", "export", "export-triton", "evaluate", "demo"):
         training.add_command(sub, name)
     server_cli.add_command(sub)
     client_cli.add_commands(sub)

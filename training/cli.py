@@ -358,6 +358,8 @@ def _add_command(sub: Any, name: str) -> None:
         _add_threads_arg(p)
         _add_codec_args(p, p.add_argument_group("codes"), training=False)
         p.set_defaults(func=run_export)
+    elif name == "export-triton":
+        _add_export_triton(sub)
     elif name == "evaluate":
         p = sub.add_parser(
             "evaluate",
@@ -589,6 +591,78 @@ def run_export(args: argparse.Namespace) -> int:
         f"exported {manifest['name']} (fingerprint {manifest['fingerprint']}, codes "
         f"{manifest['codes']['format']}) -> {args.out}"
     )
+    return 0
+
+
+def _add_export_triton(sub: Any) -> None:
+    p = sub.add_parser(
+        "export-triton",
+        help="write a Triton Inference Server model repository from model packages",
+        description="Write a Triton model repository from PKG: one model package (served as "
+        "version 1) or a model repository DIR/<name>/<version>/ as `latentwire serve` reads "
+        "it (every version side by side, version_policy all). Each model NAME becomes "
+        "NAME.encoder (x -> codes) and NAME.decoder (codes -> x_hat) for Triton's onnxruntime "
+        "backend, with the normalisation, dequantisation and denormalisation that "
+        "latentwire's runtime does in numpy folded into the ONNX graphs, so Triton's answers "
+        "equal `latentwire decode`'s; dynamic batching, instance groups, the package "
+        "fingerprint as a parameter. Entropy-coded packages also get NAME.entropy_decode (a "
+        "Python-backend model running latentwire's ANS decoder; Triton's Python environment "
+        "needs latentwire[cpu]) and the ensemble NAME.stream_decoder (stream -> x_hat). "
+        "Needs onnx (the training extra), not torch.",
+    )
+    p.add_argument("package", type=Path, metavar="PKG", help="model package or model repository")
+    p.add_argument("--out", type=Path, required=True, metavar="REPO", help="folder to write")
+    p.add_argument("--name", help="Triton model name prefix (default: the package's name)")
+    p.add_argument(
+        "--max-batch",
+        type=positive(int),
+        default=1024,
+        metavar="N",
+        help="max_batch_size of the encoder and decoder; an entropy stream must hold at most "
+        "N samples (default: 1024)",
+    )
+    p.add_argument(
+        "--instances",
+        type=positive(int),
+        default=1,
+        metavar="N",
+        help="model instances per device (instance_group count) (default: 1)",
+    )
+    p.add_argument(
+        "--kind",
+        choices=["cpu", "gpu"],
+        default="cpu",
+        help="instance_group kind of the encoder and decoder: KIND_CPU or KIND_GPU (on every "
+        "GPU); entropy decoding always runs on CPU (default: cpu)",
+    )
+    p.add_argument(
+        "--backend",
+        choices=["onnxruntime", "python"],
+        default="onnxruntime",
+        help="onnxruntime: Triton's ONNX Runtime backend (NGC tritonserver images). python: "
+        "run the same folded graphs with onnxruntime inside Triton's Python backend, for a "
+        "tritonserver without the onnxruntime backend, e.g. the one the nvidia-pytriton "
+        "wheel bundles (default: onnxruntime)",
+    )
+    _add_force_arg(p, "an existing model repository at --out")
+    p.set_defaults(func=run_export_triton)
+
+
+def run_export_triton(args: argparse.Namespace) -> int:
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        raise DataError(
+            "export-triton needs onnx from the training extra: pip install 'latentwire[cpu,train]'"
+        ) from None
+    from .triton import Options, export_repository
+
+    opts = Options(args.max_batch, args.instances, args.kind, args.backend)
+    configs = export_repository(
+        args.package, args.out, name=args.name, force=args.force, opts=opts
+    )
+    models = ", ".join(c.parent.name for c in configs)
+    print(f"wrote Triton model repository {args.out}: {models}")
     return 0
 
 
