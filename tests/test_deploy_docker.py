@@ -123,10 +123,11 @@ def serve_parser() -> argparse.ArgumentParser:
 
 
 def project_extras() -> tuple[list[str], dict[str, list[str]]]:
-    import tomllib  # type: ignore[import-not-found,unused-ignore]
-
+    tomllib = pytest.importorskip("tomllib", reason="reading pyproject.toml needs Python 3.11+")
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    return project["dependencies"], project["optional-dependencies"]
+    base: list[str] = project["dependencies"]
+    optional: dict[str, list[str]] = project["optional-dependencies"]
+    return base, optional
 
 
 def requirement_name(requirement: str) -> str:
