@@ -4,6 +4,7 @@ age (`--max-connection-age-s`) and the in-flight gauge an autoscaler reads
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,7 +17,7 @@ import pytest
 
 from latentwire.runtime._proto.v1 import codec_pb2
 from latentwire.runtime.cli import build_parser, main
-from latentwire.runtime.client import Client, lb_policy_for
+from latentwire.runtime.client import AsyncClient, Client, lb_policy_for
 from latentwire.runtime.errors import DeadlineExceeded, FingerprintMismatch
 from latentwire.runtime.model import Model
 from latentwire.runtime.server import cli as serve_cli
@@ -97,10 +98,17 @@ def test_two_servers_share_a_round_robin_clients_calls(
 
 
 def test_dns_target(server: Any, local: Model, codes: codec_pb2.Codes) -> None:
-    with Client(f"dns:///localhost:{server.port}", timeout=10) as c:
+    target = f"dns:///localhost:{server.port}"
+    with Client(target, timeout=10) as c:
         assert c.lb_policy == "round_robin"
-        result = c.decode(codes)
-    assert result.fingerprint == local.fingerprint
+        assert c.decode(codes).fingerprint == local.fingerprint
+
+    async def decode() -> str:
+        async with AsyncClient(target, timeout=10, lb_policy="pick_first") as c:
+            assert c.lb_policy == "pick_first"
+            return (await c.decode(codes)).fingerprint
+
+    assert asyncio.run(decode()) == local.fingerprint
 
 
 def test_cli_lb_flag_reaches_the_client(
@@ -224,3 +232,26 @@ def test_inflight_gauge_counts_calls_until_they_end(
     _wait_for("every call to end", lambda: total() == 0)
     text = server.metrics.exposition().decode()
     assert f'{INFLIGHT}{{method="Decode"}} 0.0' in text
+
+
+def test_grpcio_health_answers_while_every_handler_thread_is_busy(
+    repo: Path, local: Model, codes: codec_pb2.Codes, held: threading.Event
+) -> None:
+    """--threads 2 with 2 calls running and a third waiting for a thread: Health/Check
+    still answers within 1 s (it has threads of its own), and the waiting call is in
+    flight too, under method=""."""
+    with (
+        running_server(repo, frontend="grpcio", threads=2) as srv,
+        Client(f"127.0.0.1:{srv.port}", timeout=10) as c,
+        ThreadPoolExecutor(3) as pool,
+    ):
+        calls = [pool.submit(c.decode, codes) for _ in range(3)]
+        busy = lambda: {m: n for m, n in _inflight(srv).items() if n}  # noqa: E731
+        _wait_for("3 calls in flight", lambda: busy() == {"": 1, "Decode": 2})
+        t0 = time.monotonic()
+        assert c.health(timeout=1.0) == "SERVING"
+        assert time.monotonic() - t0 < 1.0
+        held.set()
+        for call in calls:
+            assert call.result().fingerprint == local.fingerprint
+        _wait_for("every call to end", lambda: sum(_inflight(srv).values()) == 0)

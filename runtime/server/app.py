@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2
 
 from .. import _ort
 from ..errors import ModelNotFound, PackageError, Unavailable
@@ -222,8 +222,9 @@ class Server:
             ],
         )
         rpc = self._rpc
-        server.add_generic_rpc_handlers((self._codec.handler(rpc), self._v2.handler(rpc)))
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        server.add_generic_rpc_handlers(
+            (self._codec.handler(rpc), self._v2.handler(rpc), rpc.health(self.health))
+        )
         reflection.enable(server, [CODEC_SERVICE, HEALTH_SERVICE])
         creds = self._tls_credentials() if tls else None
         try:

@@ -21,13 +21,14 @@ neither a token nor a batching window configured it does not ask for call detail
 rather than DEADLINE_EXCEEDED.
 
 `latentwire_inflight_requests` is the autoscaling signal (a Kubernetes HPA Pods metric): calls
-that have arrived and not been answered, whatever their outcome later. It counts calls
-queued for a batch and, on the native front, calls still queued in its Rust layer; on
+that have arrived and not yet ended (answered, failed, cancelled or expired). It counts
+calls queued for a batch and, on the native front, calls still queued in its Rust layer; on
 either front, calls waiting for a free grpcio handler thread (--threads) are counted under
 method="" (their method is not known yet). A DecodeStream counts for as long as it is
-open, so scale on `sum without(method) (...{method!="DecodeStream"})` where clients keep idle
-streams. Health checks are not counted. The value is read from cheap counters when
-/metrics is scraped: the hot path pays one uncontended lock per call and end.
+open, so where clients keep streams open scale on
+`sum(latentwire_inflight_requests{method!="DecodeStream"})`. grpc.health.v1 checks are not
+counted. The value is read from cheap counters when /metrics is scraped: the hot path pays
+one uncontended lock per call start and end.
 
 Each metrics object owns its own CollectorRegistry, so several servers can live in one
 process (the tests do this) without clashing in prometheus_client's global registry.

@@ -18,8 +18,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NoReturn
 
 import grpc
+from grpc_health.v1 import health, health_pb2
 
 from ..errors import ERROR_KEY, InputError, LatentwireError, Overloaded, Unavailable
+from .auth import HEALTH_SERVICE
 from .metrics import InFlight, Metrics
 
 log = logging.getLogger("latentwire.server")
@@ -105,6 +107,9 @@ class Rpc:
         self._stream_pool = ThreadPoolExecutor(
             max_workers=max_streams + 4, thread_name_prefix="latentwire-stream"
         )
+        self._health_pool = ThreadPoolExecutor(
+            max_workers=2, thread_name_prefix="latentwire-health"
+        )
         self._inflight: dict[str, InFlight] = {}
         metrics.add_inflight_source(self.inflight)
 
@@ -117,8 +122,31 @@ class Rpc:
         return self._inflight.setdefault(method, InFlight())
 
     def close(self) -> None:
-        """Let the stream threads go (the server has ended its streams by now)."""
+        """Let the stream and health threads go (the server has ended its calls by now)."""
         self._stream_pool.shutdown(wait=False)
+        self._health_pool.shutdown(wait=False)
+
+    def health(self, servicer: health.HealthServicer) -> grpc.GenericRpcHandler:
+        """grpc.health.v1.Health with Check on two threads of its own, so that probes are
+        answered while every --threads handler is busy (a saturated server is alive; a
+        kubelet probe timing out would restart it). Watch streams use the shared pool."""
+
+        def check(request: Any, context: grpc.ServicerContext) -> Any:
+            return servicer.Check(request, context)
+
+        check.experimental_thread_pool = self._health_pool  # type: ignore[attr-defined]
+        request, response = health_pb2.HealthCheckRequest, health_pb2.HealthCheckResponse
+        return grpc.method_handlers_generic_handler(
+            HEALTH_SERVICE,
+            {
+                "Check": grpc.unary_unary_rpc_method_handler(
+                    check, request.FromString, response.SerializeToString
+                ),
+                "Watch": grpc.unary_stream_rpc_method_handler(
+                    servicer.Watch, request.FromString, response.SerializeToString
+                ),
+            },
+        )
 
     def _open_stream(self, method: str) -> None:
         with self._streams_lock:
