@@ -173,6 +173,11 @@ def test_base_image_is_an_arg_and_the_build_is_multi_stage(
     final = stages[-1]
     # the runtime stage stands on the base (directly or through a stage that does), never
     # on the build stage, and copies only the venv out of it
+    # every stage stands on the base ARG or on an earlier stage (an offline build must be
+    # able to swap every image it pulls); the runtime stage never on the build stage
+    for i, stage in enumerate(stages):
+        earlier = {s.name for s in stages[:i]}
+        assert stage.base == "${BASE_IMAGE}" or stage.base in earlier, f"{name}: {stage.base}"
     bases = {"${BASE_IMAGE}"} | {s.name for s in stages[:-1] if s.base == "${BASE_IMAGE}"}
     assert final.base in bases, f"{name}: runtime stage FROM {final.base}"
     builders = {s.name for s in stages if any("pip install" in v for v in s.all("RUN"))}
