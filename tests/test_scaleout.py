@@ -5,6 +5,7 @@ age (`--max-connection-age-s`) and the in-flight gauge an autoscaler reads
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -167,8 +168,9 @@ def test_native_front_refuses_max_connection_age(
 
 
 def test_connections_are_renewed_by_age_without_errors(
-    repo: Path, monkeypatch: pytest.MonkeyPatch
+    repo: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, "latentwire.server")
     peers: list[str] = []
     list_models = CodecService.list_models
 
@@ -185,6 +187,7 @@ def test_connections_are_renewed_by_age_without_errors(
         while time.monotonic() < end:
             assert [m.name for m in c.list_models()] == ["digits"]
             time.sleep(0.02)
+    assert "connections get a GOAWAY after 0.5s (+-10%), then calls under way finish" in caplog.text
     assert len(peers) > 40
     assert len(set(peers)) >= 2, set(peers)  # the client reconnected after each GOAWAY
 

@@ -329,10 +329,10 @@ class Server:
         if cfg.max_connection_age:
             grace = cfg.max_connection_age_grace
             log.info(
-                "connections are closed after %gs (+-10%%): a GOAWAY, then %s for the calls "
-                "under way; clients reconnect and resolve the name again",
+                "connections get a GOAWAY after %gs (+-10%%), then calls under way %s; "
+                "clients reconnect, resolving the name again",
                 cfg.max_connection_age,
-                "no limit" if grace is None else f"{grace:g}s",
+                "finish with no time limit" if grace is None else f"have {grace:g}s to finish",
             )
         if load:
             try:
