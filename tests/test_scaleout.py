@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,7 +24,12 @@ from latentwire.runtime.client import AsyncClient, Client, lb_policy_for
 from latentwire.runtime.errors import DeadlineExceeded, FingerprintMismatch
 from latentwire.runtime.model import Model
 from latentwire.runtime.server import cli as serve_cli
-from latentwire.runtime.server.app import ServeConfig, choose_frontend, connection_age_options
+from latentwire.runtime.server.app import (
+    ServeConfig,
+    Server,
+    choose_frontend,
+    connection_age_options,
+)
 from latentwire.runtime.server.batcher import Batcher
 from latentwire.runtime.server.codec import CodecService
 
@@ -258,3 +265,28 @@ def test_grpcio_health_answers_while_every_handler_thread_is_busy(
         for call in calls:
             assert call.result().fingerprint == local.fingerprint
         _wait_for("every call to end", lambda: sum(_inflight(srv).values()) == 0)
+
+
+def _has_ipv6() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _has_ipv6(), reason="this host has no IPv6 loopback")
+def test_metrics_listen_on_ipv6_and_ipv4_by_default(tmp_path: Path) -> None:
+    """--host [::] (the default): /metrics answers over IPv6 too (IPv6-only clusters)."""
+    srv = Server(
+        ServeConfig(models=tmp_path, port=0, metrics_port=0, poll_seconds=0, frontend="grpcio")
+    )
+    srv.start(load=False)
+    try:
+        for host in ("127.0.0.1", "[::1]"):
+            url = f"http://{host}:{srv.metrics_port}/metrics"
+            with urllib.request.urlopen(url, timeout=5) as reply:
+                assert INFLIGHT in reply.read().decode(), url
+    finally:
+        srv.stop(grace=0)

@@ -319,9 +319,7 @@ class Server:
             self._native.start()
         if cfg.metrics_port is not None:
             try:
-                host = cfg.host.strip("[]")
-                bind = "0.0.0.0" if host in ("", "::", "0.0.0.0") else host
-                self.metrics_port = self.metrics.serve(cfg.metrics_port, bind)
+                self.metrics_port = self._serve_metrics(cfg.metrics_port)
             except Exception:
                 self._close_ports(0)  # free the gRPC port we already hold
                 raise
@@ -341,6 +339,18 @@ class Server:
                 self.stop(grace=0)  # nothing was served: free the ports and go
                 raise
         return int(self.port or 0)
+
+    def _serve_metrics(self, port: int) -> int:
+        """/metrics on the gRPC port's interfaces. All interfaces ("[::]", the default) means
+        IPv6 and IPv4 (a dual-stack socket, as gRPC binds), so IPv6-only clusters can scrape
+        it; 0.0.0.0 where the host has no IPv6."""
+        host = self.config.host.strip("[]")
+        if host not in ("", "::"):
+            return self.metrics.serve(port, host)
+        try:
+            return self.metrics.serve(port, "::")
+        except Unavailable:
+            return self.metrics.serve(port, "0.0.0.0")
 
     def load(self) -> None:
         """Load and warm up every package, then report SERVING if at least one loaded (and
