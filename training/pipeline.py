@@ -16,6 +16,7 @@ from latentwire.runtime.formats import FORMATS, CodeFormat
 from latentwire.runtime.manifest import MANIFEST_FILE, Normalization
 from latentwire.runtime.model import Model
 
+from . import distributed
 from .anomaly import ANOMALY_DEFAULTS, calibrate_detector, fit_densities, robust_keep
 from .baselines import psnr
 from .data import Dataset, load_data, resolve_source, split
@@ -27,6 +28,7 @@ from .trainer import (
     load_checkpoint,
     model_from_checkpoint,
     normalizer,
+    resolve_device,
     train,
 )
 
@@ -224,8 +226,59 @@ def train_and_export(
     """Train on `data` and export the package to `out`. An existing package at `out` or
     checkpoint at `checkpoint` (unless resuming from it) is refused before training unless
     `force`. With `anomaly`, the package also carries fitted code densities and calibrated
-    thresholds (training/anomaly.py), and `data` is taken as normal samples."""
+    thresholds (training/anomaly.py), and `data` is taken as normal samples.
+
+    Under torchrun every process trains its shard (DistributedDataParallel, see
+    training/distributed.py); rank 0 exports, the others end with status 0 (SystemExit)
+    once it has."""
     check_outputs(out, checkpoint, resume=resume, force=force)  # before training, not after
+    device = resolve_device(str(train_kwargs.get("device", "auto")))
+    with distributed.session(device.type) as world:
+        package = _train_and_export(
+            data,
+            world,
+            name=name,
+            out=out,
+            checkpoint=checkpoint,
+            resume=resume,
+            force=force,
+            model=model,
+            latent_dim=latent_dim,
+            hidden=hidden,
+            channels=channels,
+            activation=activation,
+            normalize=normalize,
+            codec=codec,
+            int8_weights=int8_weights,
+            data_options=data_options,
+            anomaly=anomaly,
+            **train_kwargs,
+        )
+        distributed.barrier(world)  # rank 0's package is written: the others may leave
+    return package
+
+
+def _train_and_export(
+    data: Dataset,
+    world: distributed.World,
+    *,
+    name: str,
+    out: Path,
+    checkpoint: Path | None,
+    resume: bool,
+    force: bool,
+    model: str,
+    latent_dim: int | None,
+    hidden: tuple[int, ...] | None,
+    channels: tuple[int, ...],
+    activation: str,
+    normalize: str,
+    codec: str,
+    int8_weights: bool,
+    data_options: dict[str, Any] | None,
+    anomaly: AnomalyOptions | None,
+    **train_kwargs: Any,
+) -> TrainedPackage:
     if codec not in FORMATS:
         raise DataError(f"--codec must be one of {', '.join(FORMATS)}, got {codec!r}")
     robust_info: dict[str, Any] | None = None
@@ -265,6 +318,7 @@ def train_and_export(
         name=name,
         data_options=data_options,
     )
+    distributed.finish_worker(world)  # ranks other than 0 end here (after rank 0's export)
     assert result.train_index is not None and result.val_index is not None
     x_tr, x_val = data.x[result.train_index], data.x[result.val_index]
     data_range = float(x_tr.max() - x_tr.min()) or 1.0

@@ -1,5 +1,6 @@
 """The training loop: Adam, early stopping on validation loss, checkpoints and resume,
-denoising corruption, mixed precision on CUDA."""
+denoising corruption, mixed precision on CUDA, several processes under torchrun (DDP, see
+training/distributed.py)."""
 
 from __future__ import annotations
 
@@ -10,20 +11,22 @@ import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from latentwire.runtime.errors import DataError
 from latentwire.runtime.manifest import Normalization
 
+from . import distributed
 from .data import Dataset, fit_normalization, same_source, split
 from .embed_loss import parse_embed_loss
-from .models import Autoencoder, ModelConfig, build_model
+from .models import Autoencoder, ModelConfig, build_model, latent_shape
 from .noise import parse_noise as parse_noise  # re-exported: tests and older imports
+from .objective import Objective
 
 log = logging.getLogger("latentwire.training")
 
@@ -159,12 +162,13 @@ def cpu_count() -> int:
 
 
 def default_threads() -> int:
-    """Torch CPU threads when --threads is not given: half the cores, at most 4, at least 1.
+    """Torch CPU threads when --threads is not given: half the cores, at most 4, at least 1;
+    under torchrun, half the cores shared by the processes on this machine.
 
     torch's own default (every core) oversubscribes a shared machine: on a 2-core VM with
     other jobs running, 20 digits epochs took 2-6 s on 1 thread and 28-135 s on torch's
     default of 2 (2.4 s on 2 when the machine was idle)."""
-    return max(1, min(4, cpu_count() // 2))
+    return max(1, min(4, cpu_count() // 2 // distributed.local_world_size()))
 
 
 def use_threads(threads: int | None) -> int:
@@ -208,6 +212,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
+def _checkpoint_if_any(path: Path) -> dict[str, Any] | None:
+    return load_checkpoint(path) if path.exists() else None
+
+
 def train(
     data: Dataset,
     *,
@@ -243,18 +251,28 @@ def train(
     embed_term = parse_embed_loss(config.embed_loss)
     if embed_term is not None and model_config.prior:
         raise DataError("--embed-loss works with the f32, f16 and int8 codecs, not entropy")
-    device = resolve_device(config.device)
+    world = distributed.current()
+    device = distributed.device_of(resolve_device(config.device), world)
+    batch = distributed.per_rank_batch(config.batch_size, world)
     amp_dtype = None
     if device.type == "cuda":
         amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
     torch.manual_seed(config.seed)
     model = build_model(model_config).to(device)
+    objective = Objective(
+        model,
+        loss=loss_name,
+        rate_lambda=config.rate_lambda,
+        embed_term=embed_term,
+        device_type=device.type,
+        amp_dtype=amp_dtype,
+    )
     opt = torch.optim.Adam(
         _param_groups(model, config.prior_lr_scale), lr=config.lr, weight_decay=config.weight_decay
     )
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-    gen = torch.Generator().manual_seed(config.seed)
+    gen = torch.Generator().manual_seed(config.seed)  # the order: the same on every rank
     xt = torch.from_numpy(x_n[train_idx]).to(device)
     xv = torch.from_numpy(x_n[val_idx]).to(device)
 
@@ -278,8 +296,11 @@ def train(
         "prior_lr_scale": config.prior_lr_scale if model_config.prior else None,
         "embed_loss": config.embed_loss,
     }
-    if resume and checkpoint is not None and checkpoint.exists():
-        ckpt = load_checkpoint(checkpoint)
+    if (
+        resume
+        and checkpoint is not None  # read where rank 0 runs; the other ranks get a copy
+        and (ckpt := distributed.on_main(partial(_checkpoint_if_any, checkpoint), world))
+    ):
         stored = ckpt["identity"]
         mismatch = [
             k
@@ -303,76 +324,47 @@ def train(
         history = list(ckpt["history"])
         log.info("resumed from %s at epoch %d (best val %.6g)", checkpoint, start_epoch, best_val)
 
-    def loss_fn(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        out = out.float()
-        if loss_name == "bce":
-            # minmax is fitted on the training split: validation targets may leave [0, 1]
-            return F.binary_cross_entropy(out.clamp(1e-6, 1 - 1e-6), target.clamp(0, 1))
-        return F.mse_loss(out, target)
+    prior, latent = model.prior, latent_shape(model_config)
+    step = distributed.wrap(objective, world)  # DDP over the whole loss (objective.py)
+    if world.distributed:
+        log.info("DDP: world %d, backend %s, per-rank batch %d", world.size, world.backend, batch)
 
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(
-            device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
-        ):
-            return model(x)  # type: ignore[no-any-return]
-
-    prior = model.prior
-
-    def objective(
-        inp: torch.Tensor, target: torch.Tensor, noise: torch.Generator | None
-    ) -> tuple[torch.Tensor, float]:
-        """(loss, bits per sample). With a prior: rate-distortion loss; training (noise
-        given) adds U(-0.5, 0.5) for the rate and rounds straight-through for the
-        decoder, evaluation rounds."""
-        if prior is None and embed_term is not None and noise is not None:  # training
-            with torch.autocast(
-                device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
-            ):
-                z = model.encoder(inp)
-                out = model.decoder(z)
-            return loss_fn(out, target) + embed_term(target, z), 0.0
-        if prior is None:
-            return loss_fn(forward(inp), target), 0.0
-        with torch.autocast(
-            device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
-        ):
-            y = model.encoder(inp).float()
-            rounded = torch.round(y)
-            if noise is not None:
-                u = torch.rand(y.shape, generator=noise, dtype=y.dtype).to(y.device) - 0.5
-                bits = prior.bits(y + u)
-                y_dec = y + (rounded - y).detach()
-            else:
-                bits = prior.bits(rounded)
-                y_dec = rounded
-            out = model.decoder(y_dec)
-        rate = bits / target.numel()
-        return loss_fn(out, target) + config.rate_lambda * rate, float(bits.detach()) / len(target)
+    def noise_for(epoch: int) -> torch.Generator:
+        """The corruption and rate noise: the order's generator in a single process (as
+        ever); under DDP one per rank and epoch, so that ranks differ and a resume repeats."""
+        if not world.distributed:
+            return gen
+        seed = np.random.SeedSequence([config.seed, epoch, world.rank]).generate_state(1)[0]
+        return torch.Generator().manual_seed(int(seed))
 
     val_chunk = max(1, VAL_CHUNK_VALUES // max(1, math.prod(xv.shape[1:])))
 
     @torch.no_grad()
     def validate() -> tuple[float, float]:
         """(loss, bits per sample) over the validation split, in chunks of bounded size;
-        the same corruption every epoch."""
+        the same corruption every epoch. Every rank runs it on the whole split; rank 0's
+        numbers decide on all of them."""
         noise = torch.Generator().manual_seed(config.seed + 1)
         loss_sum, bits_sum = 0.0, 0.0
         for s in range(0, len(xv), val_chunk):
             target = xv[s : s + val_chunk]
-            loss, bits = objective(corrupt(target, noise) if corrupt else target, target, None)
+            loss, bits = objective(corrupt(target, noise) if corrupt else target, target)
+            per_sample = float(bits) / len(target)
             loss_sum += float(loss) * len(target)
-            bits_sum += bits * len(target)
-        return loss_sum / len(xv), bits_sum / len(xv)
+            bits_sum += per_sample * len(target)
+        val, bits = distributed.broadcast_floats([loss_sum / len(xv), bits_sum / len(xv)], world)
+        return val, bits
 
-    show = config.progress and sys.stderr.isatty()
+    progress = config.progress and world.is_main
+    show = progress and sys.stderr.isatty()
+    steps_per_epoch = math.ceil(len(distributed.shard(torch.arange(len(xt)), world)) / batch)
     bar = None
-    if config.progress:
+    if progress:
         from tqdm.auto import tqdm
 
-        steps = math.ceil(len(xt) / config.batch_size)  # per epoch: the bar counts steps,
-        bar = tqdm(  # so slow epochs (photos) still show progress and an honest ETA
-            total=config.epochs * steps,
-            initial=start_epoch * steps,
+        bar = tqdm(  # the bar counts steps, so slow epochs (photos) still show progress
+            total=config.epochs * steps_per_epoch,  # and an honest ETA
+            initial=start_epoch * steps_per_epoch,
             desc=f"train {data.name}",
             unit="step",
             disable=not show,
@@ -381,7 +373,6 @@ def train(
     t0 = last_log = time.perf_counter()
     bad_steps = 0
     epoch = start_epoch
-    steps_per_epoch = math.ceil(len(xt) / config.batch_size)
     estimated = False
 
     def estimate(seconds_per_epoch: float, how: str) -> None:
@@ -411,13 +402,18 @@ def train(
         for group in opt.param_groups:  # closed form, so a resume with more --epochs is right
             scale = group.get("lr_scale", 1.0) * lr_factor
             group["lr"] = cosine_lr(config.lr, epoch, config.epochs) * scale
-        model.train()
-        order = torch.randperm(len(xt), generator=gen).to(device)
+        objective.train()
+        order = torch.randperm(len(xt), generator=gen)
+        mine = distributed.shard(order, world).to(device)
+        noise = noise_for(epoch)
         total, seen = 0.0, 0
-        for s in range(0, len(xt), config.batch_size):
-            target = xt[order[s : s + config.batch_size]]
-            inp = corrupt(target, gen) if corrupt else target
-            loss, _ = objective(inp, target, gen)
+        for s in range(0, len(mine), batch):
+            target = xt[mine[s : s + batch]]
+            inp = corrupt(target, noise) if corrupt else target
+            u = None
+            if prior is not None:  # drawn after the corruption, from the same generator
+                u = objective.rate_noise(len(target), latent, noise).to(device)
+            loss, _ = step(inp, target, u)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
             if not _clipped_step_ok(model, opt, scaler, config.clip_grad):
@@ -434,19 +430,20 @@ def train(
             seen += len(target)
             if bar is not None:
                 bar.update(1)
-            done = s // config.batch_size + 1
+            done = s // batch + 1
             spent = time.perf_counter() - t0
             if not estimated and spent > 20 and done < steps_per_epoch:  # slow epochs
                 estimated = True
                 per_epoch = spent / done * steps_per_epoch
                 estimate(per_epoch, f"{done} of {steps_per_epoch} steps took {spent:.0f} s")
-        model.eval()
+        objective.eval()
+        total, samples = distributed.sum_floats([total, seen], world)  # over the ranks
         val, val_bits = validate()
         if not estimated:
             estimated = True
             spent = time.perf_counter() - t0
             estimate(spent, f"epoch {epoch} took {spent:.1f} s")
-        train_loss = total / seen if seen else math.nan
+        train_loss = total / samples if samples else math.nan
         history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val})
         if prior is not None:
             history[-1]["val_bits_per_sample"] = val_bits
@@ -486,7 +483,7 @@ def train(
         # without a terminal: a log line every 25 epochs, or every 30 s when epochs are slow
         if (
             not show
-            and config.progress
+            and progress
             and (epoch % 25 == 0 or epoch == 1 or time.perf_counter() - last_log > 30)
         ):
             last_log = time.perf_counter()
@@ -500,7 +497,7 @@ def train(
                 best_val,
                 rate,
             )
-        if checkpoint is not None:
+        if checkpoint is not None and world.is_main:
             _save_atomic(
                 {
                     "format": CHECKPOINT_FORMAT,
@@ -526,6 +523,8 @@ def train(
                 },
                 checkpoint,
             )
+        if checkpoint is not None:
+            distributed.barrier(world)  # the others go on once rank 0's checkpoint is down
     if bar is not None:
         bar.close()
     stopped = "early stop" if bad_epochs >= config.patience else "epoch limit"
