@@ -316,6 +316,8 @@ def test_destination_rules(
     assert "overlaps" in error_line(capsys)
     assert export(str(tmp_path / "nothing"), "--out", str(tmp_path / "r2")) == 1
     assert "not a directory" in error_line(capsys)
+    assert export(str(pkg), "--out", str(tmp_path / "r3"), "--name", "../up") == 1
+    assert "cannot name a folder" in error_line(capsys)
 
 
 def test_instance_groups_and_python_backend(format_pkgs: dict[str, Path], tmp_path: Path) -> None:
@@ -352,3 +354,16 @@ def test_checks_catch_broken_repositories(format_pkgs: dict[str, Path], tmp_path
     config.write_text(config.read_text().replace("max_batch_size", "max_batchsize"))
     with pytest.raises(text_format.ParseError):
         parse_configs(repo)
+
+
+def test_image_model_has_free_dims(image_pkg: Path, tmp_path: Path) -> None:
+    """A convolutional package: free height and width are -1 in the configs, and the folded
+    graphs still answer what the runtime answers on images of another size."""
+    repo = tmp_path / "repo"
+    assert export(str(image_pkg), "--out", str(repo), "--name", "img") == 0
+    configs = validate_repository(repo)
+    model = load(image_pkg, providers="cpu")
+    check_against_manifest(configs, "img", model.manifest)
+    assert list(configs["img.decoder"].input[0].dims)[1:] == [-1, -1]
+    x = np.random.default_rng(0).uniform(0, 255, (2, 3, 40, 24)).astype(np.float32)
+    check_folded(repo, "img", model, x)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from latentwire.runtime.errors import PackageError
-from latentwire.runtime.manifest import MANIFEST_FILE, ROLES, Manifest, TensorSpec
+from latentwire.runtime.manifest import MANIFEST_FILE, ROLES, Manifest, TensorSpec, is_file_name
 from latentwire.runtime.model import Model, read_verified
 
 from . import entropy_model, onnx_model
@@ -271,6 +271,8 @@ def export_repository(
     for s in sources:
         by_name.setdefault(s.name, []).append(s)
     for n, group in by_name.items():
+        if not is_file_name(n) or n.startswith("."):
+            raise PackageError(f"model name {n!r} cannot name a folder; pass --name NAME")
         _check_versions(n, group)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
