@@ -36,7 +36,7 @@ process (the tests do this) without clashing in prometheus_client's global regis
 
 from __future__ import annotations
 
-import threading
+import itertools
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -63,22 +63,27 @@ InflightSource = Callable[[], Iterable[tuple[str, int]]]
 
 class InFlight:
     """Calls of one method being handled now: `enter()` when a handler starts, `leave()`
-    once it has ended, whatever the outcome. An int under an uncontended lock: no
-    allocation per call."""
+    once it has ended, whatever the outcome. Two itertools.count objects: `next()` on one
+    is a single C call, atomic under the GIL (~0.1 µs; a threading.Lock taken and released
+    costs several times that)."""
 
-    __slots__ = ("_lock", "count")
+    __slots__ = ("_ended", "_started", "enter", "leave")
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.count = 0
+        self._started = itertools.count()
+        self._ended = itertools.count()
+        self.enter: Callable[[], int] = self._started.__next__
+        self.leave: Callable[[], int] = self._ended.__next__
 
-    def enter(self) -> None:
-        with self._lock:
-            self.count += 1
+    @property
+    def count(self) -> int:
+        ended = _peek(self._ended)  # first: a call leaves after it enters, so never < 0
+        return _peek(self._started) - ended
 
-    def leave(self) -> None:
-        with self._lock:
-            self.count -= 1
+
+def _peek(counter: itertools.count[int]) -> int:
+    """The value `next(counter)` would return, without taking it: repr is "count(N)"."""
+    return int(repr(counter)[6:-1])
 
 
 class _InflightCollector(Collector):
