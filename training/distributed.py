@@ -11,7 +11,8 @@ collective for ever):
 - the same shuffled order on every rank (shared seed), split by `shard()`;
 - the same number of steps on every rank (the shards are padded to equal length);
 - decisions (early stopping, blow-up recovery) from values that rank 0 broadcasts;
-- rank 0 alone writes checkpoints and the package, the others wait at a barrier.
+- rank 0 alone writes checkpoints (the others wait at a barrier) and the package (the
+  others have ended by then, with status 0).
 """
 
 from __future__ import annotations
@@ -207,9 +208,9 @@ def on_main(fn: Callable[[], T], world: World) -> T:
 
 
 def finish_worker(world: World) -> None:
-    """Ranks other than 0, after training: wait at the barrier while rank 0 exports, then
-    end the process with status 0 (the process group is left on the way out)."""
-    if world.is_main:
-        return
-    barrier(world)
-    raise SystemExit(0)
+    """Ranks other than 0, after training (past the last checkpoint's barrier): end the
+    process with status 0, leaving the process group on the way out. They do not wait for
+    rank 0's export: a barrier there would time out (30 min for gloo, 10 for nccl) on a
+    long export, and torchrun stops every process when one fails."""
+    if not world.is_main:
+        raise SystemExit(0)

@@ -230,7 +230,7 @@ def train_and_export(
 
     Under torchrun every process trains its shard (DistributedDataParallel, see
     training/distributed.py); rank 0 exports, the others end with status 0 (SystemExit)
-    once it has."""
+    after training."""
     check_outputs(out, checkpoint, resume=resume, force=force)  # before training, not after
     device = resolve_device(str(train_kwargs.get("device", "auto")))
     with distributed.session(device.type) as world:
@@ -254,7 +254,6 @@ def train_and_export(
             anomaly=anomaly,
             **train_kwargs,
         )
-        distributed.barrier(world)  # rank 0's package is written: the others may leave
     return package
 
 
@@ -318,7 +317,7 @@ def _train_and_export(
         name=name,
         data_options=data_options,
     )
-    distributed.finish_worker(world)  # ranks other than 0 end here (after rank 0's export)
+    distributed.finish_worker(world)  # ranks other than 0 end here: rank 0 exports
     assert result.train_index is not None and result.val_index is not None
     x_tr, x_val = data.x[result.train_index], data.x[result.val_index]
     data_range = float(x_tr.max() - x_tr.min()) or 1.0
