@@ -5,8 +5,8 @@ not the onnxruntime backend (NGC images only), so the encoder and decoder run as
 `export-triton --backend python` stand-ins: the same folded graphs, run by onnxruntime
 inside the Python backend. entropy_decode and the ensemble are the real ones.
 
-Needs a virtual environment named by LATENTWIRE_TRITON_VENV (default:
-../peers-work/venv-triton-lw beside the repository), made with
+Needs a virtual environment named by LATENTWIRE_TRITON_VENV (opt-in: without it the test
+skips at once, so a plain `pytest` never starts a tritonserver), made with
 
     python3 -m venv V
     V/bin/pip install nvidia-pytriton==0.7.0 "numpy<2" onnxruntime
@@ -38,8 +38,6 @@ from .test_triton_export import export, validate_repository
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_VENV = ROOT.parent / "peers-work" / "venv-triton-lw"
 RECIPE = (
     'python3 -m venv V && V/bin/pip install nvidia-pytriton==0.7.0 "numpy<2" onnxruntime && '
     'V/bin/pip install -e ".[cpu]" "numpy<2"; then LATENTWIRE_TRITON_VENV=V'
@@ -51,12 +49,24 @@ _PROBE = (
 )
 
 
-def _triton_venv() -> tuple[Path, Path, str, str]:
-    """(venv, pytriton package dir, the interpreter's LIBDIR, X.Y), or skip."""
-    venv = Path(os.environ.get("LATENTWIRE_TRITON_VENV", DEFAULT_VENV))
+TritonVenv = tuple[Path, Path, str, str]
+"""(venv, pytriton package dir, the interpreter's LIBDIR, its X.Y version)"""
+
+
+@pytest.fixture(scope="session")
+def triton_venv() -> TritonVenv:
+    """The Triton venv, or skip (before any package is trained for the test)."""
+    return _triton_venv()
+
+
+def _triton_venv() -> TritonVenv:
+    named = os.environ.get("LATENTWIRE_TRITON_VENV")
+    if not named:
+        pytest.skip(f"LATENTWIRE_TRITON_VENV is not set; to run this test: {RECIPE}")
+    venv = Path(named)
     python = venv / "bin" / "python"
     if not python.exists():
-        pytest.skip(f"no Triton venv at {venv} (set LATENTWIRE_TRITON_VENV): {RECIPE}")
+        pytest.skip(f"no Triton venv at {venv} (LATENTWIRE_TRITON_VENV): {RECIPE}")
     probe = subprocess.run([python, "-c", _PROBE], capture_output=True, text=True, timeout=120)
     if probe.returncode != 0:
         last = (probe.stderr.strip().splitlines() or ["?"])[-1]
@@ -68,10 +78,10 @@ def _triton_venv() -> tuple[Path, Path, str, str]:
 
 
 @contextlib.contextmanager
-def tritonserver(repo: Path, work: Path) -> Iterator[tuple[int, Path]]:
+def tritonserver(repo: Path, work: Path, triton: TritonVenv) -> Iterator[tuple[int, Path]]:
     """The bundled tritonserver on `repo` (gRPC on a free port, HTTP and metrics off):
     yields (port, log file); stopped with SIGTERM (SIGKILL after 20 s)."""
-    venv, package, libdir, version = _triton_venv()
+    venv, package, libdir, version = triton
     server = package / "tritonserver"
     backends = work / "backends" / "python"
     backends.mkdir(parents=True)
@@ -122,14 +132,13 @@ def _wait_ready(client: Any, models: list[str], log: Path, timeout: float = 90.0
 
 
 def test_real_tritonserver_answers_like_latentwire(
-    format_pkgs: dict[str, Path], tmp_path: Path, digits_x: np.ndarray
+    triton_venv: TritonVenv, format_pkgs: dict[str, Path], tmp_path: Path, digits_x: np.ndarray
 ) -> None:
     grpcclient = pytest.importorskip("tritonclient.grpc")
     from tritonclient.utils import InferenceServerException
 
     from latentwire.runtime.codes import tensor_to_array
 
-    _triton_venv()  # skip before any work when the venv is missing
     src = tmp_path / "models"
     for fmt in ("int8", "entropy"):
         shutil.copytree(format_pkgs[fmt], src / f"digits-{fmt}" / "1")
@@ -147,7 +156,7 @@ def test_real_tritonserver_answers_like_latentwire(
     int8, entropy = (load(src / f"digits-{f}" / "1", providers="cpu") for f in ("int8", "entropy"))
     x = digits_x[:50]
 
-    with tritonserver(repo, tmp_path / "triton") as (port, log):
+    with tritonserver(repo, tmp_path / "triton", triton_venv) as (port, log):
         client = grpcclient.InferenceServerClient(f"127.0.0.1:{port}")
         _wait_ready(client, names, log)
 
