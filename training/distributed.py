@@ -18,11 +18,12 @@ collective for ever):
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import torch
 from torch import distributed as dist
@@ -33,6 +34,7 @@ from latentwire.runtime.errors import DataError, LatentwireError
 log = logging.getLogger("latentwire.training")
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 TORCHRUN_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE")
 
@@ -104,6 +106,20 @@ def session(device_type: str) -> Iterator[World]:
         yield world
     finally:
         dist.destroy_process_group()
+
+
+def joins_torchrun(fn: Callable[P, T]) -> Callable[P, T]:
+    """`fn` run inside `session()`, for the device its `device` keyword names (auto: CUDA
+    when torch sees one)."""
+
+    @functools.wraps(fn)
+    def run(*args: P.args, **kwargs: P.kwargs) -> T:
+        device = str(kwargs.get("device", "auto"))
+        cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+        with session("cuda" if cuda else "cpu"):
+            return fn(*args, **kwargs)
+
+    return run
 
 
 def device_of(device: torch.device, world: World) -> torch.device:

@@ -28,7 +28,6 @@ from .trainer import (
     load_checkpoint,
     model_from_checkpoint,
     normalizer,
-    resolve_device,
     train,
 )
 
@@ -203,6 +202,7 @@ def check_outputs(out: Path, checkpoint: Path | None, *, resume: bool, force: bo
     )
 
 
+@distributed.joins_torchrun
 def train_and_export(
     data: Dataset,
     *,
@@ -232,52 +232,6 @@ def train_and_export(
     training/distributed.py); rank 0 exports, the others end with status 0 (SystemExit)
     after training."""
     check_outputs(out, checkpoint, resume=resume, force=force)  # before training, not after
-    device = resolve_device(str(train_kwargs.get("device", "auto")))
-    with distributed.session(device.type) as world:
-        package = _train_and_export(
-            data,
-            world,
-            name=name,
-            out=out,
-            checkpoint=checkpoint,
-            resume=resume,
-            force=force,
-            model=model,
-            latent_dim=latent_dim,
-            hidden=hidden,
-            channels=channels,
-            activation=activation,
-            normalize=normalize,
-            codec=codec,
-            int8_weights=int8_weights,
-            data_options=data_options,
-            anomaly=anomaly,
-            **train_kwargs,
-        )
-    return package
-
-
-def _train_and_export(
-    data: Dataset,
-    world: distributed.World,
-    *,
-    name: str,
-    out: Path,
-    checkpoint: Path | None,
-    resume: bool,
-    force: bool,
-    model: str,
-    latent_dim: int | None,
-    hidden: tuple[int, ...] | None,
-    channels: tuple[int, ...],
-    activation: str,
-    normalize: str,
-    codec: str,
-    int8_weights: bool,
-    data_options: dict[str, Any] | None,
-    anomaly: AnomalyOptions | None,
-    **train_kwargs: Any,
-) -> TrainedPackage:
     if codec not in FORMATS:
         raise DataError(f"--codec must be one of {', '.join(FORMATS)}, got {codec!r}")
     robust_info: dict[str, Any] | None = None
@@ -317,7 +271,7 @@ def _train_and_export(
         name=name,
         data_options=data_options,
     )
-    distributed.finish_worker(world)  # ranks other than 0 end here: rank 0 exports
+    distributed.finish_worker(distributed.current())  # ranks other than 0 end: 0 exports
     assert result.train_index is not None and result.val_index is not None
     x_tr, x_val = data.x[result.train_index], data.x[result.val_index]
     data_range = float(x_tr.max() - x_tr.min()) or 1.0
