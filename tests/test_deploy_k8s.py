@@ -183,6 +183,12 @@ def check_server_pod(pod: Doc, container: Doc, *, models: str, port_name: str = 
     sec = container.get("securityContext", {})
     assert pod_sec.get("runAsNonRoot") or sec.get("runAsNonRoot"), f"{where}: may run as root"
     assert sec.get("readOnlyRootFilesystem"), f"{where}: root filesystem writable"
+    # the server needs a writable /tmp (native front's socket, captured native stderr): with
+    # a read-only root and no volume there it exits at start (measured in the podman image)
+    tmp = mounts.get("/tmp")
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    assert tmp is not None and not tmp.get("readOnly"), f"{where}: no writable /tmp mount"
+    assert "emptyDir" in volumes.get(tmp["name"], {}), f"{where}: /tmp is not an emptyDir"
     assert sec.get("capabilities", {}).get("drop") == ["ALL"], f"{where}: capabilities kept"
     assert sec.get("allowPrivilegeEscalation") is False, f"{where}: privilege escalation"
 
