@@ -10,7 +10,10 @@ Each rank writes OUT/rank<R>.json with what it measured:
 - "train": train() for a few epochs under DDP (plain, entropy), every rank's parameters
   gathered; rank 0 saves the plain run's weights (the test trains the same in one
   process and compares);
-- "early_stop": a run that stops early (learning rate 0: no epoch improves).
+- "early_stop": a run that stops early (learning rate 0: no epoch improves);
+- "lonely_blowup": rank 1 alone sees a validation loss 1000 times too high at epoch 2 (as a
+  rank might from a fault of its own): rank 0's numbers decide, so no rank recovers or
+  stops alone.
 """
 
 from __future__ import annotations
@@ -89,6 +92,29 @@ def short_train(prior: bool, **kw: Any) -> tuple[torch.nn.Module, int]:
     return result.model, result.epochs_run
 
 
+def lonely_blowup(world: distributed.World) -> dict[str, float]:
+    original = Objective.forward
+    calls = [0]
+
+    def forward(
+        self: Objective, inp: torch.Tensor, target: torch.Tensor, noise: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        loss, bits = original(self, inp, target, noise)
+        if not self.training:
+            calls[0] += 1
+            if calls[0] == 2:
+                loss = loss * 1000
+        return loss, bits
+
+    if world.rank == 1:
+        Objective.forward = forward  # type: ignore[method-assign]
+    try:
+        model, epochs = short_train(False)
+    finally:
+        Objective.forward = original  # type: ignore[method-assign]
+    return {"epochs_run": epochs, "spread": _spread(model)}
+
+
 def main(out: Path) -> None:
     torch.set_num_threads(1)
     report: dict[str, Any] = {}
@@ -106,6 +132,7 @@ def main(out: Path) -> None:
             torch.save(plain.state_dict(), out / "plain.pt")
         _, epochs = short_train(False, lr=0.0, patience=1)
         report["early_stop"] = {"epochs_run": epochs}
+        report["lonely_blowup"] = lonely_blowup(world)
         distributed.barrier(world)
     (out / f"rank{world.rank}.json").write_text(json.dumps(report, indent=1))
 

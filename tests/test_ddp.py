@@ -196,6 +196,7 @@ def test_ddp_steps_equal_one_process_on_the_joined_batch(tmp_path: Path) -> None
             assert r["step"][f"{kind}_without_ddp_forward"]["rank_spread"] > 1e-4
         assert r["train"] == {"plain_spread": 0.0, "prior_spread": 0.0}  # train(): in sync
         assert r["early_stop"] == {"epochs_run": 2}  # both ranks stopped, nobody hung
+        assert r["lonely_blowup"] == {"epochs_run": 3, "spread": 0.0}  # no rank went alone
     # 3 epochs of train() under DDP == the same global batches in one process
     torch.set_num_threads(1)
     from tests._ddp_worker import DENSE as WORKER_MODEL
