@@ -153,6 +153,19 @@ def test_one_process_needs_no_process_group(monkeypatch: pytest.MonkeyPatch) -> 
         distributed.finish_worker(world)  # rank 0: returns
 
 
+def test_cuda_under_torchrun_needs_a_gpu_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    env = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2"}
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(DataError, match="sees no CUDA device"), distributed.session("cuda"):
+        pass
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(DataError, match="needs one GPU per process"), distributed.session("cuda"):
+        pass
+
+
 def test_threads_default_shares_the_cores_among_local_processes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -97,7 +97,7 @@ def session(device_type: str) -> Iterator[World]:
         raise DataError("this torch build has no torch.distributed: run without torchrun")
     backend = "nccl" if device_type == "cuda" else "gloo"
     if backend == "nccl":
-        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(_own_gpu())
     dist.init_process_group(backend)
     world = current()
     if not world.is_main:  # rank 0 speaks for all; the others' warnings repeat its own
@@ -106,6 +106,20 @@ def session(device_type: str) -> Iterator[World]:
         yield world
     finally:
         dist.destroy_process_group()
+
+
+def _own_gpu() -> int:
+    """LOCAL_RANK, checked against the GPUs torch sees (nccl wants one GPU per process)."""
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if gpus == 0:
+        raise DataError("--device cuda was asked for but torch sees no CUDA device")
+    if local_world_size() > gpus:
+        raise DataError(
+            f"torchrun started {local_world_size()} processes on this machine and torch sees "
+            f"{gpus} GPU(s): nccl needs one GPU per process (--nproc-per-node {gpus}, or "
+            "--device cpu for gloo)"
+        )
+    return int(os.environ["LOCAL_RANK"])
 
 
 def joins_torchrun(fn: Callable[P, T]) -> Callable[P, T]:
