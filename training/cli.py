@@ -302,7 +302,11 @@ def _add_command(sub: Any, name: str) -> None:
             "train",
             help="train an autoencoder and export a model package",
             description="Train an autoencoder on DATA and write a model package "
-            "(encoder.onnx, decoder.onnx, manifest.json) to --out.",
+            "(encoder.onnx, decoder.onnx, manifest.json) to --out. Several processes: run it "
+            "under torchrun (`torchrun --standalone --nproc-per-node N -m "
+            "latentwire.runtime.cli train ...`): DistributedDataParallel, gloo on CPU and "
+            "nccl on GPU, --batch-size stays the global batch, rank 0 writes the checkpoint "
+            "and the package.",
         )
         p.add_argument(
             "--data",
