@@ -41,6 +41,7 @@ from latentwire.runtime.manifest import (
 )
 
 from .baselines import psnr
+from .files import move_into_place
 from .models import Autoencoder, ModelConfig, latent_shape
 
 log = logging.getLogger("latentwire.training")
@@ -253,24 +254,6 @@ def _package_label(out: Path) -> str:
         return f" ({manifest['name']}, fingerprint {manifest['fingerprint']})"
     except (OSError, ValueError, KeyError, TypeError):
         return ""
-
-
-def _move_into_place(tmp: Path, out: Path) -> None:
-    """Rename the finished package folder `tmp` to `out`. An older package at `out` is moved
-    aside first and deleted only once the new one is in place; if the move fails or is
-    interrupted, the older package goes back, so `out` never ends up half-written."""
-    if not out.exists():
-        tmp.rename(out)
-        return
-    aside = out.parent / f"{tmp.name}.previous"
-    out.rename(aside)
-    try:
-        tmp.rename(out)
-    except BaseException:
-        if not out.exists():
-            aside.rename(out)
-        raise
-    shutil.rmtree(aside, ignore_errors=True)
 
 
 def _sha256(data: bytes) -> str:
@@ -495,7 +478,7 @@ def export_package(
             (tmp / ANOMALY_FILE).write_bytes(npz)
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
         check_destination(out, replace=replace)  # another run may have written it meanwhile
-        _move_into_place(tmp, out)
+        move_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

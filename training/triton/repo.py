@@ -19,7 +19,6 @@ Python-backend `model.py` (onnx_model.py) instead of Triton's onnxruntime backen
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from latentwire.runtime.errors import PackageError
 from latentwire.runtime.manifest import MANIFEST_FILE, ROLES, Manifest, TensorSpec, is_file_name
 from latentwire.runtime.model import Model, read_verified
 
+from ..files import move_into_place
 from . import entropy_model, onnx_model
 from .config import KINDS, EnsembleConfig, ModelConfig, Step, Tensor
 from .graphs import fold_decoder, fold_encoder
@@ -247,17 +247,6 @@ def check_destination(out: Path, sources: list[Path], *, force: bool) -> None:
         )
 
 
-def _move_into_place(tmp: Path, out: Path) -> None:
-    """Rename the finished repository into place; an older one goes only once it is."""
-    if out.exists():
-        aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        os.rename(out, aside / out.name)
-        tmp.rename(out)
-        shutil.rmtree(aside, ignore_errors=True)
-    else:
-        tmp.rename(out)
-
-
 def export_repository(
     src: Path, out: Path, *, name: str | None = None, force: bool = False, opts: Options
 ) -> list[Path]:
@@ -288,7 +277,7 @@ def export_repository(
             if group[-1].model.codes.name == "entropy":
                 configs += _entropy_models(tmp, n, group)
                 log.info("  %s.entropy_decode + %s.stream_decoder (ensemble)", n, n)
-        _move_into_place(tmp, out)
+        move_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
