@@ -28,7 +28,7 @@ method="" (their method is not known yet). A DecodeStream counts for as long as 
 open, so where clients keep streams open scale on
 `sum(latentwire_inflight_requests{method!="DecodeStream"})`. grpc.health.v1 checks are not
 counted. The value is read from cheap counters when /metrics is scraped: the hot path pays
-one uncontended lock per call start and end.
+one itertools.count step per call start and end (InFlight).
 
 Each metrics object owns its own CollectorRegistry, so several servers can live in one
 process (the tests do this) without clashing in prometheus_client's global registry.
