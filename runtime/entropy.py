@@ -1,4 +1,5 @@
-"""Entropy coding of integer latents with a factorised prior (constriction's ANS coder).
+"""Entropy coding of integer latents with a factorised prior (an ANS coder, constriction's
+streams).
 
 The prior is one categorical distribution per latent channel, stored in the package as an
 integer frequency table: channel c may take the symbols ``offset[c] .. offset[c] +
@@ -9,7 +10,9 @@ server are bit-exact; constriction's quantisation of those probabilities is dete
 
 One stream codes all symbols of a batch: channel by channel (a Python loop over channels,
 never over symbols), each channel's symbols in C order over (sample, height, width). The
-stream is constriction's ANS word stack, written as 32-bit little-endian words. A decoder
+stream is constriction's ANS word stack, written as 32-bit little-endian words, made by
+constriction where it is installed and by latentwire's own bit-exact coder (runtime/ans.py)
+where it is not (64-bit ARM Linux has no constriction wheel); `coder=` picks one. A decoder
 checks that the stream is used up exactly (ANS ends in a known state only when every word
 was consumed as the encoder wrote it), so whatever it accepts is exactly what `encode`
 writes for the symbols it returns (tests/test_fuzz_entropy.py); a truncated or altered
@@ -29,6 +32,7 @@ from typing import Any, TypeGuard
 
 import numpy as np
 
+from . import ans
 from .codes import MAX_DIMS
 from .errors import CodesError, PackageError
 
@@ -50,14 +54,33 @@ def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+CODERS = ("constriction", "python")
+"""The two implementations of the one coder: constriction (Rust, ~40x faster) and
+runtime/ans.py (pure Python, every platform). Their streams are identical."""
+
+
+@functools.cache
 def _constriction() -> Any:
+    """The constriction module, or None where it is not installed."""
     try:
         import constriction
     except ImportError:
-        raise ImportError(
-            "entropy-coded codes need the constriction package: pip install 'constriction>=0.4'"
-        ) from None
+        return None
     return constriction
+
+
+def default_coder() -> str:
+    """constriction where it imports, else latentwire's own coder."""
+    return "constriction" if _constriction() is not None else "python"
+
+
+def _pick(coder: str | None) -> str:
+    name = coder or default_coder()
+    if name not in CODERS:
+        raise ValueError(f"coder must be one of {CODERS}, got {name!r}")
+    if name == "constriction" and _constriction() is None:
+        raise ImportError("constriction is not installed: pip install 'constriction>=0.4'")
+    return name
 
 
 def quantize_pmf(pmf: np.ndarray, precision: int = PRECISION_BITS) -> np.ndarray:
@@ -175,6 +198,10 @@ class FactorizedPrior:
         model = _constriction().stream.model.Categorical
         return tuple(model(f.astype(np.float64), perfect=False) for f in self.freqs)
 
+    @functools.cached_property
+    def _tables(self) -> tuple[ans.Table, ...]:
+        return tuple(ans.Table(f) for f in self.freqs)
+
     def check_symbols(self, symbols: np.ndarray, *, what: str = "symbols") -> None:
         """Refuse symbols outside their channel's table (they cannot be coded)."""
         shape = (1, -1) + (1,) * (symbols.ndim - 2)
@@ -189,18 +216,25 @@ class FactorizedPrior:
                 f"{int(self.low[c])} .. {int(self.high[c])}"
             )
 
-    def encode(self, symbols: np.ndarray) -> bytes:
-        """One stream of (N, K, ...) integer symbols; checked against the tables first."""
+    def encode(self, symbols: np.ndarray, *, coder: str | None = None) -> bytes:
+        """One stream of (N, K, ...) integer symbols; checked against the tables first.
+        `coder`: one of CODERS (default: `default_coder()`); the stream is the same."""
         if symbols.ndim < 2 or symbols.shape[1] != self.channels:
             raise CodesError(
                 f"symbols must have shape (N, {self.channels}, ...), got {symbols.shape}"
             )
         self.check_symbols(symbols)
-        coder = _constriction().stream.stack.AnsCoder()
-        for c in reversed(range(self.channels)):  # a stack: the decoder pops channel 0 first
-            idx = (symbols[:, c] - self.offsets[c]).astype(np.int32).reshape(-1)
-            coder.encode_reverse(idx, self._models[c])
-        words = np.asarray(coder.get_compressed())
+        idx = [
+            (symbols[:, c] - self.offsets[c]).astype(np.int32).reshape(-1)
+            for c in range(self.channels)
+        ]
+        if _pick(coder) == "python":
+            words = ans.encode(self._tables, idx)
+        else:
+            ans_coder = _constriction().stream.stack.AnsCoder()
+            for c in reversed(range(self.channels)):  # a stack: the decoder pops channel 0 first
+                ans_coder.encode_reverse(idx[c], self._models[c])
+            words = np.asarray(ans_coder.get_compressed())
         stream = bytes(words.astype("<u4").tobytes())
         if not self._fits(len(stream), symbols[:, 0].size):
             raise CodesError(
@@ -230,9 +264,16 @@ class FactorizedPrior:
             return False
         return per_channel * self._least_bits / 2 <= 8 * nbytes + 64
 
-    def decode(self, stream: bytes, count: int, latent_shape: Sequence[int]) -> np.ndarray:
+    def decode(
+        self,
+        stream: bytes,
+        count: int,
+        latent_shape: Sequence[int],
+        *,
+        coder: str | None = None,
+    ) -> np.ndarray:
         """Symbols (count, *latent_shape) int32 from one stream; CodesError when the stream
-        is not exactly what `encode` wrote for that many symbols."""
+        is not exactly what `encode` wrote for that many symbols. `coder` as in `encode`."""
         shape = tuple(int(s) for s in latent_shape)
         if len(shape) > MAX_DIMS:
             raise CodesError(
@@ -263,11 +304,15 @@ class FactorizedPrior:
             )
         words = np.frombuffer(stream, dtype="<u4").astype(np.uint32)
         out = np.empty((self.channels, per_channel), dtype=np.int32)
+        use = _pick(coder)
         try:
-            coder = _constriction().stream.stack.AnsCoder(words)
-            for c in range(self.channels):
-                out[c] = coder.decode(self._models[c], per_channel) if per_channel else []
-            intact = bool(coder.is_empty())
+            if use == "python":
+                out, intact = ans.decode(self._tables, words, per_channel)
+            else:
+                ans_coder = _constriction().stream.stack.AnsCoder(words)
+                for c in range(self.channels):
+                    out[c] = ans_coder.decode(self._models[c], per_channel) if per_channel else []
+                intact = bool(ans_coder.is_empty())
         except (ValueError, RuntimeError, AssertionError) as exc:
             raise CodesError(f"the entropy stream cannot be decoded: {exc}") from None
         if not intact:

@@ -2,7 +2,8 @@
 
 Whatever `FactorizedPrior.decode` accepts must be a batch that `encode` turns back into the
 very same stream (so nothing decodes to symbols that stream does not code); everything else
-is a CodesError. See tests/_fuzz.py for the budget and the long run.
+is a CodesError. Every target runs on both coders (constriction and latentwire's own,
+runtime/ans.py) where both are installed. See tests/_fuzz.py for the budget and the long run.
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from latentwire.runtime import CodesError
-from latentwire.runtime.entropy import MAX_SUPPORT, FactorizedPrior
+from latentwire.runtime.entropy import CODERS, MAX_SUPPORT, FactorizedPrior, _constriction
 
 from ._fuzz import fuzz, mutated, outcome
+
+INSTALLED = [c for c in CODERS if c == "python" or _constriction() is not None]
+on_each_coder = pytest.mark.parametrize("coder", INSTALLED)
 
 
 @st.composite
@@ -46,32 +50,35 @@ def batches(draw: st.DrawFn, prior: FactorizedPrior) -> np.ndarray:
     return symbols.astype(np.int32)
 
 
-def _accepted(prior: FactorizedPrior, stream: bytes, count: int, shape: list[int]) -> None:
+def _accepted(
+    prior: FactorizedPrior, stream: bytes, count: int, shape: list[int], coder: str
+) -> None:
     """Decode; an answer must have the asked shape, lie in the tables and re-encode to
     the stream."""
-    out = outcome(lambda: prior.decode(stream, count, shape), CodesError)
+    out = outcome(lambda: prior.decode(stream, count, shape, coder=coder), CodesError)
     if isinstance(out, CodesError):
         return
     assert out.shape == (count, *shape) and out.dtype == np.int32
     prior.check_symbols(out)
-    assert prior.encode(out) == stream
+    assert prior.encode(out, coder=coder) == stream
 
 
+@on_each_coder
 @fuzz(300)
 @given(data=st.data())
-def test_round_trip(data: st.DataObject) -> None:
+def test_round_trip(coder: str, data: st.DataObject) -> None:
     prior = data.draw(priors(), label="prior")
     symbols = data.draw(batches(prior), label="symbols")
-    stream = outcome(lambda: prior.encode(symbols), CodesError)
+    stream = outcome(lambda: prior.encode(symbols, coder=coder), CodesError)
     if isinstance(stream, CodesError):  # only a batch ending in free symbols, see below
         assert "cannot be sent" in str(stream)
         assert _free_tail(prior, symbols) > 0
         return
-    out = prior.decode(stream, len(symbols), list(symbols.shape[1:]))
+    out = prior.decode(stream, len(symbols), list(symbols.shape[1:]), coder=coder)
     np.testing.assert_array_equal(out, symbols)
     # the manifest form of the tables reads back as the same prior
     again = FactorizedPrior.from_dict(prior.to_dict(), prior.channels)
-    assert again.encode(symbols) == stream
+    assert again.encode(symbols, coder=coder) == stream
 
 
 def _free_tail(prior: FactorizedPrior, symbols: np.ndarray) -> int:
@@ -83,33 +90,37 @@ def _free_tail(prior: FactorizedPrior, symbols: np.ndarray) -> int:
     return len(order) - (int(nonzero[-1]) + 1 if len(nonzero) else 0)
 
 
-def test_a_batch_of_free_symbols_is_refused_when_encoding() -> None:
+@on_each_coder
+def test_a_batch_of_free_symbols_is_refused_when_encoding(coder: str) -> None:
     """Found by fuzzing: symbols that are all their table's first entry code to an empty
     stream (ANS starts at state 0, where that symbol costs nothing), which every decoder
     refuses as truncated; the encoder now says so instead of sending it."""
     prior = FactorizedPrior.from_pmfs([0], [np.array([0.0, 1.0])])  # symbol 0: frequency 1
     with pytest.raises(CodesError, match="1 samples code to an entropy stream of 0 bytes"):
-        prior.encode(np.zeros((1, 1), np.int32))
+        prior.encode(np.zeros((1, 1), np.int32), coder=coder)
     with pytest.raises(CodesError, match="stream is empty but codes say count=1"):
-        prior.decode(b"", 1, [1])
+        prior.decode(b"", 1, [1], coder=coder)
     ones = np.ones((1, 1), np.int32)  # the likely symbol costs its bits: fine
-    np.testing.assert_array_equal(prior.decode(prior.encode(ones), 1, [1]), ones)
+    stream = prior.encode(ones, coder=coder)
+    np.testing.assert_array_equal(prior.decode(stream, 1, [1], coder=coder), ones)
 
 
+@on_each_coder
 @fuzz(500)
 @given(data=st.data())
-def test_mutated_streams(data: st.DataObject) -> None:
+def test_mutated_streams(coder: str, data: st.DataObject) -> None:
     prior = data.draw(priors(), label="prior")
     symbols = data.draw(batches(prior), label="symbols")
-    coded = outcome(lambda: prior.encode(symbols), CodesError)
+    coded = outcome(lambda: prior.encode(symbols, coder=coder), CodesError)
     stream = data.draw(mutated(b"" if isinstance(coded, CodesError) else coded), label="stream")
     count = data.draw(st.one_of(st.just(len(symbols)), st.integers(0, 8)), label="count")
     shape = list(symbols.shape[1:])
     if data.draw(st.booleans(), label="other shape"):
         shape = data.draw(st.lists(st.integers(-2, 6), max_size=4), label="shape")
-    _accepted(prior, stream, count, shape)
+    _accepted(prior, stream, count, shape, coder)
 
 
+@on_each_coder
 @fuzz(400)
 @given(
     prior=priors(max_channels=3),
@@ -121,22 +132,23 @@ def test_mutated_streams(data: st.DataObject) -> None:
     ),
 )
 def test_arbitrary_streams(
-    prior: FactorizedPrior, stream: bytes, count: int, rest: list[int]
+    coder: str, prior: FactorizedPrior, stream: bytes, count: int, rest: list[int]
 ) -> None:
-    _accepted(prior, stream, count, [prior.channels, *rest])
+    _accepted(prior, stream, count, [prior.channels, *rest], coder)
 
 
-def test_a_stream_is_a_code_for_its_count_only_up_to_free_symbols() -> None:
+@on_each_coder
+def test_a_stream_is_a_code_for_its_count_only_up_to_free_symbols(coder: str) -> None:
     """The count on a message is part of what its stream means: a symbol at the first
     entry of its table, coded last into an empty coder, costs nothing (ANS starts from
     state 0), so [a, b] and [a, b, first] share one stream. The decoder returns whichever
     the count says; both re-encode to the stream (which the fuzz tests check always)."""
     prior = FactorizedPrior.from_pmfs([0], [np.array([0.5, 0.25, 0.25])])
     two = np.array([[[2]], [[1]]], np.int32)
-    stream = prior.encode(two)
-    three = prior.decode(stream, 3, [1, 1])
+    stream = prior.encode(two, coder=coder)
+    three = prior.decode(stream, 3, [1, 1], coder=coder)
     assert three.reshape(-1).tolist() == [2, 1, 0]
-    assert prior.encode(three) == stream
+    assert prior.encode(three, coder=coder) == stream
 
 
 def test_table_limits() -> None:
