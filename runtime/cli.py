@@ -13,7 +13,6 @@ argparse usage errors exit 2.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib
 import itertools
 import json
@@ -32,7 +31,7 @@ from ._proto.v1 import codec_pb2
 from .argtypes import add_session_args, positive
 from .arrays import ARRAY_SUFFIXES, check_writable, read_array, write_array
 from .codes import read_codes_file, write_codes_file
-from .errors import DataError, InputError, LatentwireError
+from .errors import DataError, InputError, IntegrityError, LatentwireError
 from .images import (
     bits_for,
     describe_sizes,
@@ -41,8 +40,8 @@ from .images import (
     read_images,
     write_png,
 )
-from .manifest import ROLES, Manifest, TensorSpec, compute_fingerprint
-from .model import Model, read_verified
+from .manifest import ANOMALY, ROLES, SCORER, Manifest, TensorSpec, compute_fingerprint
+from .model import MAX_GRAPH_BYTES, Model, read_checked, read_verified
 from .server import cli as server_cli
 
 log = logging.getLogger("latentwire")
@@ -229,20 +228,58 @@ def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _optional_files(path: Path, m: Manifest) -> list[str]:
-    """The package's optional files (edge scoring graph, anomaly densities), sha256-checked."""
-    lines = []
+def _file_lines(path: Path, m: Manifest) -> tuple[list[str], set[str]]:
+    """One line per file the manifest names, sha256-checked (graphs also as ONNX), and the
+    roles present. A file that is not here is no problem: an edge device folder (what
+    `fetch-encoder` writes) holds the encoder alone, a decoding server may hold the decoder
+    alone; a file that is here but differs from the manifest is."""
+    lines, present = [], set()
     for role, entry in m.files.items():
-        if role in ROLES or not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
+        if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
             continue
         file = path / entry["path"]
-        if not file.is_file():
-            status = "PROBLEM: missing"
-        else:
-            digest = hashlib.sha256(file.read_bytes()).hexdigest()
-            status = "sha256 ok" if digest == entry.get("sha256") else "PROBLEM: sha256 differs"
-        lines.append(f"{role:<12} {entry['path']} {entry.get('bytes', 0):,} bytes, {status}")
-    return lines
+        size = f"{entry.get('bytes', 0):,} bytes"
+        if not file.exists():
+            lines.append(f"{role:<12} {entry['path']} ({size}) not in this folder")
+            continue
+        present.add(role)
+        try:
+            if role in ROLES or role == SCORER:
+                read_verified(path, m, role)
+            else:
+                read_checked(path, m, role, MAX_GRAPH_BYTES)
+            status = "sha256 ok"
+        except IntegrityError:
+            status = "PROBLEM: sha256 differs"
+        except LatentwireError as exc:
+            status = f"PROBLEM: {exc}"
+        lines.append(f"{role:<12} {entry['path']} {size}, {status}")
+    return lines, present
+
+
+def _abilities(m: Manifest, present: set[str]) -> list[str]:
+    """What the folder can do with the files it holds (the `holds` and `can` lines)."""
+    encodes = bool({"encoder", SCORER} & present)
+    if not encodes and "decoder" not in present:
+        return ["can          PROBLEM: none of this package's graphs is in this folder"]
+    can = []
+    if encodes:
+        can.append("encode, send (the server decodes)")
+        if ANOMALY in m.raw:
+            can.append("send --score (the server scores the codes)")
+    if "decoder" in present:
+        can.append("decode")
+    if encodes and ANOMALY in present:
+        recon = "decoder" in present or SCORER in present
+        can.append("score here (" + ("every score" if recon else "code densities") + ")")
+    kind = (
+        "a whole package"
+        if {"encoder", "decoder"} <= present
+        else "an edge device's files (no decoder)"
+        if encodes
+        else "a decoding server's files (no encoder)"
+    )
+    return [f"holds        {kind}", "can          " + "; ".join(can)]
 
 
 def _anomaly_lines(anomaly: dict[str, Any]) -> list[str]:
@@ -287,18 +324,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         f"architecture {model.get('kind', '?')}: "
         + ", ".join(f"{k}={model[k]}" for k in arch if k in model),
     ]
-    for role in ROLES:
-        entry = m.files[role]
-        if not (path / entry["path"]).exists():
-            lines.append(f"{role:<12} {entry['path']} not in this package (one-sided package)")
-            continue
-        try:
-            read_verified(path, m, role)
-            status = "sha256 ok"
-        except LatentwireError as exc:
-            status = f"PROBLEM: {exc}"
-        lines.append(f"{role:<12} {entry['path']} {entry.get('bytes', 0):,} bytes, {status}")
-    lines += _optional_files(path, m)
+    files, present = _file_lines(path, m)
+    lines += files + _abilities(m, present)
     onnx_info = _dict(raw.get("onnx"))
     parity = _dict(onnx_info.get("parity_max_abs_error"))
     if parity:

@@ -55,7 +55,6 @@ from typing import Any, TypeAlias, TypeVar
 import grpc
 import grpc.aio
 import numpy as np
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ._proto.v1 import codec_pb2, codec_pb2_grpc
 from .codes import OUTPUT_DTYPES, array_to_tensor, tensor_to_array
@@ -429,8 +428,62 @@ def _encode_request(name: str, x: np.ndarray, version: str) -> codec_pb2.EncodeR
     )
 
 
-def _health_status(resp: Any) -> str:
-    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status))
+HEALTH_CHECK = "/grpc.health.v1.Health/Check"
+_SERVING_STATUS = ("UNKNOWN", "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN")
+"""grpc.health.v1.HealthCheckResponse.ServingStatus by number."""
+
+
+def _health_request(service: str) -> bytes:
+    """A grpc.health.v1.HealthCheckRequest in protobuf's wire form (field 1: the service
+    name), written here so that the client needs no grpcio-health-checking, which only a
+    server installs."""
+    name = service.encode()
+    size = bytearray()
+    n = len(name)
+    while True:  # varint length
+        size.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            break
+    return b"\n" + bytes(size) + name if name else b""
+
+
+def _health_status(data: bytes) -> str:
+    """The status of a HealthCheckResponse (field 1, a varint; absent means UNKNOWN)."""
+    status, pos = 0, 0
+    try:
+        while pos < len(data):
+            key, pos = _varint(data, pos)
+            field, kind = key >> 3, key & 7
+            if kind == 0:
+                value, pos = _varint(data, pos)
+                if field == 1:
+                    status = value
+            elif kind == 2:
+                length, pos = _varint(data, pos)
+                pos += length
+            elif kind in (1, 5):
+                pos += 8 if kind == 1 else 4
+            else:
+                raise ValueError(kind)
+        if pos > len(data):
+            raise ValueError(pos)
+    except (ValueError, IndexError):
+        raise ServerError("the server's health answer is not a HealthCheckResponse") from None
+    return _SERVING_STATUS[status] if status < len(_SERVING_STATUS) else str(status)
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    value, shift = 0, 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint too long")
 
 
 def _health_error(exc: LatentwireError) -> str:
@@ -440,11 +493,32 @@ def _health_error(exc: LatentwireError) -> str:
     raise exc
 
 
-def _safe_file_name(name: object, default: str) -> str:
+def _checked_file(f: codec_pb2.PackageFile, files: Any) -> tuple[str, bytes]:
+    """(file name, bytes) of one more package file from FetchEncoder, after checking its
+    sha256 against the server's word and the manifest's."""
+    entry = files.get(f.role) if isinstance(files, dict) and f.role != "encoder" else None
+    if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str):
+        raise IntegrityError(f"the server sent a file {f.role!r:.40} its manifest does not name")
+    digest = hashlib.sha256(f.data).hexdigest()
+    for want, whose in (
+        (f.sha256.lower(), "the server says"),
+        (entry["sha256"].lower(), "its manifest expects"),
+    ):
+        if digest != want:
+            raise IntegrityError(
+                f"{f.role} from the server has sha256 {digest[:16]}..., {whose} "
+                f"{want[:16] or '(none)'}...: the transfer was damaged or the package is "
+                "inconsistent"
+            )
+    return _safe_file_name(entry.get("path"), f"{f.role}.bin", f.role), f.data
+
+
+def _safe_file_name(name: object, default: str, role: str = "encoder") -> str:
     """A manifest's file name, refused when it would leave the package folder."""
     text = default if name is None else str(name)
-    if not text or text in (".", "..") or "/" in text or "\\" in text or "\0" in text:
-        raise IntegrityError(f"the manifest names the encoder file {text!r}; expected a file name")
+    bad = text in ("", ".", "..", "manifest.json")
+    if bad or "/" in text or "\\" in text or "\0" in text:
+        raise IntegrityError(f"the manifest names the {role} file {text!r}; expected a file name")
     return text
 
 
@@ -470,7 +544,8 @@ def _write_encoder_package(resp: codec_pb2.FetchEncoderResponse, out_dir: str | 
     text = resp.model.manifest_json
     try:
         manifest = json.loads(text)
-        entry = manifest["files"]["encoder"]
+        files = manifest["files"]
+        entry = files["encoder"]
         expected = str(entry["sha256"]).lower()
     except (ValueError, KeyError, TypeError):
         raise IntegrityError(
@@ -484,6 +559,9 @@ def _write_encoder_package(resp: codec_pb2.FetchEncoderResponse, out_dir: str | 
     file_name = _safe_file_name(
         entry.get("path") if isinstance(entry, dict) else None, "encoder.onnx"
     )
+    extra = [_checked_file(f, files) for f in resp.files]
+    if len({file_name, *(name for name, _ in extra)}) != 1 + len(extra):
+        raise IntegrityError("the server's manifest names one file for two roles")
     out.parent.mkdir(parents=True, exist_ok=True)
     # a fresh folder beside the target (mkdir, unlike mkdtemp, honours the umask), renamed
     # into place once complete: nobody ever sees half a package
@@ -491,6 +569,8 @@ def _write_encoder_package(resp: codec_pb2.FetchEncoderResponse, out_dir: str | 
     tmp.mkdir()
     try:
         (tmp / file_name).write_bytes(blob)
+        for name, data in extra:
+            (tmp / name).write_bytes(data)
         (tmp / "manifest.json").write_bytes(text.encode("utf-8"))
         try:
             os.replace(tmp, out)  # POSIX: also replaces an empty folder in one step
@@ -719,7 +799,8 @@ class _Base:
         else:
             self._channel = self._grpc.secure_channel(target, s.credentials, options=s.options)
         self._stub: Any = codec_pb2_grpc.CodecStub(self._channel)  # type: ignore[no-untyped-call]
-        self._health: Any = health_pb2_grpc.HealthStub(self._channel)
+        # raw bytes both ways: see _health_request / _health_status
+        self._health_check: Any = self._channel.unary_unary(HEALTH_CHECK)
 
     def __repr__(self) -> str:
         secure = "tls" if self._settings.credentials is not None else "insecure"
@@ -877,20 +958,24 @@ class Client(_Base):
         out_dir: str | Path,
         *,
         version: str = "",
+        include_scorer: bool = False,
         timeout: float | None = None,
     ) -> Path:
         """Fetch model `name`'s encoder and write an edge package (encoder.onnx +
-        manifest.json) to `out_dir`, a new or empty folder, after checking its sha256."""
+        manifest.json) to `out_dir`, a new or empty folder, after checking its sha256.
+        `include_scorer` also brings scorer.onnx and anomaly.npz (a package exported with
+        `--edge-score`), so that the device scores anomalies itself."""
         _check_out_dir(out_dir)  # before the transfer, not only after it
-        req = codec_pb2.FetchEncoderRequest(name=name, version=version)
+        req = codec_pb2.FetchEncoderRequest(
+            name=name, version=version, include_scorer=include_scorer
+        )
         resp: codec_pb2.FetchEncoderResponse = self._call(self._stub.FetchEncoder, req, timeout)
         return _write_encoder_package(resp, out_dir)
 
     def health(self, service: str = "", *, timeout: float | None = None) -> str:
         """grpc.health.v1 status: "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN", ..."""
-        req = health_pb2.HealthCheckRequest(service=service)
         try:
-            resp = self._call(self._health.Check, req, timeout)
+            resp = self._call(self._health_check, _health_request(service), timeout)
         except LatentwireError as exc:
             return _health_error(exc)
         return _health_status(resp)
@@ -1032,20 +1117,22 @@ class AsyncClient(_Base):
         out_dir: str | Path,
         *,
         version: str = "",
+        include_scorer: bool = False,
         timeout: float | None = None,
     ) -> Path:
         """Fetch an encoder and write an edge package (see `Client.fetch_encoder`)."""
         _check_out_dir(out_dir)
-        req = codec_pb2.FetchEncoderRequest(name=name, version=version)
+        req = codec_pb2.FetchEncoderRequest(
+            name=name, version=version, include_scorer=include_scorer
+        )
         resp: codec_pb2.FetchEncoderResponse = await self._call(
             self._stub.FetchEncoder, req, timeout
         )
         return _write_encoder_package(resp, out_dir)
 
     async def health(self, service: str = "", *, timeout: float | None = None) -> str:
-        req = health_pb2.HealthCheckRequest(service=service)
         try:
-            resp = await self._call(self._health.Check, req, timeout)
+            resp = await self._call(self._health_check, _health_request(service), timeout)
         except LatentwireError as exc:
             return _health_error(exc)
         return _health_status(resp)

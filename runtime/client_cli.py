@@ -17,22 +17,28 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .argtypes import positive
 from .arrays import check_writable, read_array, write_array
-from .client import LB_POLICIES, OUTPUT_DTYPES, Client, ScoreReply
+from .codes import OUTPUT_DTYPES
 from .errors import DataError, ServerError
 from .manifest import Manifest
 from .model import Model
+
+if TYPE_CHECKING:  # grpcio loads only for the commands that call a server
+    from .client import Client, ScoreReply
 
 __all__ = ["add_commands", "cmd_fetch_encoder", "cmd_send", "psnr"]
 
 log = logging.getLogger("latentwire")
 
 TOKEN_ENV = "LATENTWIRE_TOKEN"
+LB_CHOICES = ("auto", "pick_first", "round_robin")
+"""--lb: "auto" or one of client.LB_POLICIES (named here so that `--help` loads no grpcio;
+tests/test_cli.py checks that the two agree)."""
 
 
 def psnr(x: np.ndarray, x_hat: np.ndarray) -> float:
@@ -60,7 +66,7 @@ def _add_connection_args(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--lb",
-        choices=["auto", *LB_POLICIES],
+        choices=LB_CHOICES,
         default="auto",
         help="how calls spread over the addresses --server resolves to: round_robin = each "
         "call to the next address, e.g. the pods of a Kubernetes headless Service with "
@@ -98,6 +104,8 @@ def _read_pem(path: str | None) -> bytes | None:
 def _client(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Client:
     if (args.cert is None) != (args.key is None):
         parser.error("--cert and --key go together (mutual TLS)")
+    from .client import Client
+
     return Client(
         args.server,
         tls=args.tls,
@@ -239,21 +247,23 @@ def cmd_send(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 def cmd_fetch_encoder(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     with _client(args, parser) as client:
-        out = client.fetch_encoder(args.name, args.out, version=args.version)
+        out = client.fetch_encoder(
+            args.name, args.out, version=args.version, include_scorer=args.scorer
+        )
     m = Manifest.load(out)
-    entry = m.files["encoder"]
-    size = (out / entry["path"]).stat().st_size
+    written = [
+        f"{entry['path']} {(out / entry['path']).stat().st_size:,} bytes"
+        for entry in m.files.values()
+        if isinstance(entry, dict) and (out / entry["path"]).is_file()
+    ]
     log.info(
-        "fetched the encoder of %s (package %s, fingerprint %s) from %s -> %s: %s %s bytes, "
-        "sha256 %s...",
+        "fetched the encoder of %s (package %s, fingerprint %s) from %s -> %s: %s, sha256 ok",
         args.name,
         m.name,
         m.fingerprint,
         args.server,
         out,
-        entry["path"],
-        f"{size:,}",
-        str(entry["sha256"])[:16],
+        ", ".join(written),
     )
     return 0
 
@@ -334,11 +344,19 @@ def add_commands(sub: Any) -> None:
         "fetch-encoder",
         help="fetch a model's encoder from a server into an edge package",
         description="Fetch NAME's encoder.onnx and manifest.json from a latentwire server, "
-        "check their sha256 and write them to a new folder that `latentwire encode` and "
-        "`latentwire send` load.",
+        "check their sha256 and write them to a new folder that `latentwire encode`, "
+        "`latentwire send` and `latentwire send --score` load (`latentwire info DIR` says "
+        "what it holds). With --scorer, also scorer.onnx and anomaly.npz of a package "
+        "trained with `--task anomaly --edge-score`, so that `latentwire score` runs on the "
+        "device.",
     )
     p.add_argument("--name", required=True, help="model name on the server")
     p.add_argument("--version", default="", help="version directory (default: the latest)")
     p.add_argument("--out", required=True, metavar="DIR", help="new or empty folder to write")
+    p.add_argument(
+        "--scorer",
+        action="store_true",
+        help="also fetch the edge scorer (scorer.onnx) and the anomaly calibration",
+    )
     _add_connection_args(p)
     p.set_defaults(func=functools.partial(cmd_fetch_encoder, parser=p))

@@ -35,7 +35,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 _DEEP_GRAY_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 """Pillow modes of 16/32-bit greyscale images: read as they are, not cut to 8 bits."""
 _GRAY_MODES = ("1", "L", "LA", "La")
-_PILLOW_HINT = "pip install pillow (included in latentwire[cpu])"
+_PILLOW_HINT = "pip install 'latentwire[images]' (Pillow)"
 
 
 def is_image_path(path: str | Path) -> bool:

@@ -93,22 +93,32 @@ def read_verified(
     """Read a package's graph file: a regular file inside the package folder (symlinks
     resolved), at most `max_bytes`, with the sha256 the manifest names, and a single-file
     ONNX graph (no external data, see `check_graph`)."""
+    blob = read_checked(path, manifest, role, max_bytes, label=f"{role} graph")
+    check_graph(blob, path / manifest.files[role]["path"])
+    return blob
+
+
+def read_checked(
+    path: Path, manifest: Manifest, role: str, max_bytes: int, *, label: str | None = None
+) -> bytes:
+    """Read any package file (a graph, anomaly.npz): a regular file inside the package
+    folder, at most `max_bytes`, with the sha256 the manifest names."""
     entry = manifest.files[role]
     shown = path / entry["path"]
-    file = package_file(path, entry["path"])
     try:
-        blob = read_package_file(file, max_bytes)
+        blob = read_package_file(package_file(path, entry["path"]), max_bytes)
     except OSError as exc:
         raise PackageError(f"cannot read {shown}: {exc.strerror}") from None
     except PackageError as exc:
-        raise PackageError(f"{role} graph: {exc}") from None
+        if label is None:
+            raise
+        raise PackageError(f"{label}: {exc}") from None
     digest = hashlib.sha256(blob).hexdigest()
     if digest != entry["sha256"]:
         raise IntegrityError(
             f"{shown} has sha256 {digest[:16]}..., the manifest expects "
             f"{entry['sha256'][:16]}...: the file was changed after export"
         )
-    check_graph(blob, shown)
     return blob
 
 
@@ -334,29 +344,22 @@ class Model:
                     f"manifest says {io_names[role][0]} -> {', '.join(io_names[role][1:])}"
                 )
         self.providers = next(iter(self._sessions.values())).get_providers()
-        self.detector: Detector | None = self._load_detector(max_graph_bytes)
+        self.detector: Detector | None = self._load_detector(max_graph_bytes, tuple(roles))
 
-    def _load_detector(self, max_bytes: int) -> Detector | None:
-        """The package's anomaly detector (sha256-checked npz, no pickle), or None."""
+    def _load_detector(self, max_bytes: int, roles: tuple[str, ...]) -> Detector | None:
+        """The package's anomaly detector (sha256-checked npz, no pickle), or None. An
+        encoder-only device folder (what `fetch-encoder` writes) may leave the npz out: the
+        server that scores its codes has it."""
         m = self.manifest
         if ANOMALY not in m.raw:
             return None
-        entry = m.files[ANOMALY]
-        shown = self.path / entry["path"]
+        if roles == ("encoder",) and not (self.path / m.files[ANOMALY]["path"]).exists():
+            log.debug("%s: no %s here; codes are scored by the server", self.path, ANOMALY)
+            return None
+        blob = read_checked(self.path, m, ANOMALY, min(max_bytes, MAX_ANOMALY_BYTES))
         try:
-            blob = read_package_file(
-                package_file(self.path, entry["path"]), min(max_bytes, MAX_ANOMALY_BYTES)
-            )
-        except OSError as exc:
-            raise PackageError(f"cannot read {shown}: {exc.strerror}") from None
-        digest = hashlib.sha256(blob).hexdigest()
-        if digest != entry["sha256"]:
-            raise IntegrityError(
-                f"{shown} has sha256 {digest[:16]}..., the manifest expects "
-                f"{entry['sha256'][:16]}...: the file was changed after export"
-            )
-        try:
-            return Detector.from_package(m.raw[ANOMALY], load_arrays(blob, str(shown)))
+            shown = str(self.path / m.files[ANOMALY]["path"])
+            return Detector.from_package(m.raw[ANOMALY], load_arrays(blob, shown))
         except PackageError as exc:
             raise PackageError(f"{self.path}: {exc}") from None
 

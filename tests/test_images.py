@@ -261,5 +261,6 @@ def test_small_helpers() -> None:
 
 def test_pillow_missing_is_one_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "PIL", None)  # `from PIL import Image` -> ImportError
-    with pytest.raises(DataError, match=r"^reading images needs Pillow: pip install pillow "):
+    hint = r"^reading images needs Pillow: pip install 'latentwire\[images\]' \(Pillow\)$"
+    with pytest.raises(DataError, match=hint):
         read_images([tmp_path / "a.png"])

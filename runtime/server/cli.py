@@ -9,12 +9,13 @@ import signal
 import threading
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..argtypes import non_negative, port, positive
 from ..errors import LatentwireError
-from .app import MiB, ServeConfig, Server, pin_to_cpu
-from .batcher import BatchPolicy
+
+if TYPE_CHECKING:  # the server itself loads only for `serve`: edge installs lack its extra
+    from .app import ServeConfig
 
 log = logging.getLogger("latentwire.server")
 
@@ -203,13 +204,28 @@ def add_command(sub: Any) -> None:
     p.set_defaults(func=cmd_serve)
 
 
+def _server_modules() -> Any:
+    """runtime/server/app.py, or the one-line hint when the server extra is missing."""
+    try:
+        from . import app
+    except ImportError as exc:  # grpc_health, grpc_reflection or prometheus_client
+        raise ImportError(
+            f"latentwire serve needs the server extra ({exc.name or exc} is not installed): "
+            "pip install 'latentwire[server]'"
+        ) from None
+    return app
+
+
 def config_from_args(args: argparse.Namespace) -> ServeConfig:
+    app = _server_modules()
+    from .batcher import BatchPolicy
+
     token = os.environ.get("LATENTWIRE_TOKEN") or None
     if args.token_file is not None:
         token = args.token_file.read_text().strip()
         if not token:
             raise LatentwireError(f"--token-file {args.token_file} is empty")
-    return ServeConfig(
+    return app.ServeConfig(  # type: ignore[no-any-return]
         models=args.models,
         host=args.host,
         port=args.port,
@@ -227,8 +243,8 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         providers=args.providers,
         ort_threads=args.ort_threads,
         poll_seconds=args.poll_seconds,
-        max_receive_bytes=int(args.max_receive_mb * MiB),
-        max_send_bytes=int(args.max_send_mb * MiB),
+        max_receive_bytes=int(args.max_receive_mb * app.MiB),
+        max_send_bytes=int(args.max_send_mb * app.MiB),
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         tls_client_ca=args.tls_client_ca,
@@ -246,9 +262,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
     if args.max_connection_age_grace_s is not None and not args.max_connection_age_s:
         raise LatentwireError("--max-connection-age-grace-s needs --max-connection-age-s")
+    app = _server_modules()
     if args.cpu is not None:
-        pin_to_cpu(args.cpu)  # before any thread exists, so all of them inherit it
-    server = Server(config_from_args(args))
+        app.pin_to_cpu(args.cpu)  # before any thread exists, so all of them inherit it
+    server = app.Server(config_from_args(args))
     stopping = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

@@ -9,8 +9,11 @@ import grpc
 import numpy as np
 
 from .._proto.v1 import codec_pb2
+from ..anomaly import MAX_ANOMALY_BYTES
 from ..codes import OUTPUT_DTYPES, array_to_tensor, tensor_to_array
 from ..errors import CodesError, InputError, LatentwireError
+from ..manifest import ANOMALY, SCORER
+from ..model import read_checked, read_verified
 from . import wire
 from .jobs import EMPTY_CODES, EMPTY_INPUTS, HotMethod, Job, make_job
 from .metrics import Metrics
@@ -47,6 +50,25 @@ def model_info(registry: Registry, v: Version) -> codec_pb2.ModelInfo:
         manifest_json=v.manifest_json,
         latest=registry.is_latest(v),
     )
+
+
+def scorer_files(v: Version) -> list[codec_pb2.PackageFile]:
+    """scorer.onnx and anomaly.npz of a version, read and checked against its manifest
+    (FetchEncoder's include_scorer: an edge device that scores anomalies itself)."""
+    m = v.model.manifest
+    if SCORER not in m.files or ANOMALY not in m.files:
+        raise InputError(
+            f"model {v.name!r} version {v.version} has no scorer graph (export it with "
+            "`latentwire train --task anomaly --edge-score`); fetch the encoder alone"
+        )
+    blobs = (
+        (SCORER, read_verified(v.path, m, SCORER)),
+        (ANOMALY, read_checked(v.path, m, ANOMALY, MAX_ANOMALY_BYTES)),
+    )
+    return [
+        codec_pb2.PackageFile(role=role, data=blob, sha256=m.files[role]["sha256"])
+        for role, blob in blobs
+    ]
 
 
 class CodecService:
@@ -180,7 +202,10 @@ class CodecService:
     ) -> codec_pb2.FetchEncoderResponse:
         v = self._pick(request.name, request.version)
         return codec_pb2.FetchEncoderResponse(
-            model=model_info(self.registry, v), encoder_onnx=v.encoder_onnx, sha256=v.encoder_sha256
+            model=model_info(self.registry, v),
+            encoder_onnx=v.encoder_onnx,
+            sha256=v.encoder_sha256,
+            files=scorer_files(v) if request.include_scorer else [],
         )
 
     def hot_methods(self) -> list[HotMethod]:

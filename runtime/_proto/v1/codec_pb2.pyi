@@ -123,22 +123,36 @@ class ListModelsResponse(_message.Message):
     def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ...) -> None: ...
 
 class FetchEncoderRequest(_message.Message):
-    __slots__ = ("name", "version")
+    __slots__ = ("name", "version", "include_scorer")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_SCORER_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
+    include_scorer: bool
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., include_scorer: bool = ...) -> None: ...
+
+class PackageFile(_message.Message):
+    __slots__ = ("role", "data", "sha256")
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    role: str
+    data: bytes
+    sha256: str
+    def __init__(self, role: _Optional[str] = ..., data: _Optional[bytes] = ..., sha256: _Optional[str] = ...) -> None: ...
 
 class FetchEncoderResponse(_message.Message):
-    __slots__ = ("model", "encoder_onnx", "sha256")
+    __slots__ = ("model", "encoder_onnx", "sha256", "files")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     ENCODER_ONNX_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
     model: ModelInfo
     encoder_onnx: bytes
     sha256: str
-    def __init__(self, model: _Optional[_Union[ModelInfo, _Mapping]] = ..., encoder_onnx: _Optional[bytes] = ..., sha256: _Optional[str] = ...) -> None: ...
+    files: _containers.RepeatedCompositeFieldContainer[PackageFile]
+    def __init__(self, model: _Optional[_Union[ModelInfo, _Mapping]] = ..., encoder_onnx: _Optional[bytes] = ..., sha256: _Optional[str] = ..., files: _Optional[_Iterable[_Union[PackageFile, _Mapping]]] = ...) -> None: ...
 
 class ScoreRequest(_message.Message):
     __slots__ = ("id", "codes", "score", "threshold", "fpr")
