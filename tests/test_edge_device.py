@@ -53,7 +53,8 @@ def _inputs(kind: str, digits_x: np.ndarray) -> np.ndarray:
     if kind == "anomaly":
         from sklearn.datasets import load_breast_cancer
 
-        return load_breast_cancer().data[:40].astype(np.float64)
+        x: np.ndarray = load_breast_cancer().data[:40].astype(np.float64)
+        return x
     return digits_x
 
 
