@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -189,3 +191,32 @@ def test_a_damaged_extra_file_writes_nothing(anomaly_pkg: Path, tmp_path: Path) 
         with pytest.raises(IntegrityError, match=words):
             _write_encoder_package(_response(anomaly_pkg, **change), out)
         assert not out.exists()
+
+
+def test_a_device_without_constriction_writes_the_same_entropy_codes(
+    format_pkgs: dict[str, Path], digits_x: np.ndarray, tmp_path: Path
+) -> None:
+    """64-bit ARM Linux has no constriction wheel: there `latentwire encode` uses the
+    package's own coder (runtime/ans.py) and the codes file is byte for byte the same."""
+    pkg = format_pkgs["entropy"]
+    np.save(tmp_path / "x.npy", digits_x)
+    files = []
+    for blocked in (False, True):
+        out = tmp_path / f"x-{blocked}.codes"
+        script = (
+            "import sys\n"
+            + ("sys.modules['constriction'] = None\n" if blocked else "")
+            + "from latentwire.runtime import cli, entropy\n"
+            + "print(entropy.default_coder())\n"
+            + f"sys.exit(cli.main(['-q', 'encode', '--model', {str(pkg)!r}, "
+            + f"{str(tmp_path / 'x.npy')!r}, '--out', {str(out)!r}]))\n"
+        )
+        proc = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.strip() == ("python" if blocked else "constriction")
+        files.append(out.read_bytes())
+    assert files[0] == files[1]
+    whole = load(pkg)
+    assert whole.decode_codes(read_codes_file(tmp_path / "x-True.codes")).shape == digits_x.shape

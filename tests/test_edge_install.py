@@ -17,11 +17,29 @@ from latentwire.runtime import load
 from .conftest import running_server
 
 ROOT = Path(__file__).resolve().parents[1]
+EDGE_BUDGET = 180_000_000
+"""Bytes of site-packages a fresh `[cpu]` venv may hold, pip and setuptools left out (178.1 MB
+on x86_64, 2026-12-04: onnxruntime 80.4, numpy 71.7, grpcio 19.2, protobuf 2.5, latentwire
+2.2, constriction 1.0; it was 202 MB with Pillow and the server's packages)."""
+_PIP = ("pip", "setuptools", "pkg_resources", "_distutils_hack", "distutils-precedence.pth")
+
+
+def site_packages_bytes(env_dir: Path) -> int:
+    """Bytes under a venv's site-packages, leaving out pip and setuptools (which any venv
+    has) and their dist-info folders."""
+    (site,) = env_dir.glob("lib/python*/site-packages")
+    total = 0
+    for entry in site.iterdir():
+        if entry.name.split("-")[0] in _PIP or entry.name in _PIP:
+            continue
+        files = [entry] if entry.is_file() else [p for p in entry.rglob("*") if p.is_file()]
+        total += sum(p.stat().st_size for p in files)
+    return total
 
 
 @pytest.mark.slow
 def test_edge_install_encodes_decodes_and_sends(
-    digits_pkg: Path, repo: Path, digits_x: np.ndarray, tmp_path: Path
+    digits_pkg: Path, image_pkg: Path, repo: Path, digits_x: np.ndarray, tmp_path: Path
 ) -> None:
     env_dir = tmp_path / "edge-venv"
     venv.create(env_dir, with_pip=True)
@@ -47,9 +65,22 @@ def test_edge_install_encodes_decodes_and_sends(
     listed = subprocess.run(
         [str(bindir / "python"), "-m", "pip", "list"], capture_output=True, text=True, env=env
     ).stdout.lower()
-    for absent in ("torch", "onnx ", "onnxscript", "scikit-learn", "pygrpc-native"):
+    for absent in (
+        "torch",
+        "onnx ",
+        "onnxscript",
+        "scikit-learn",
+        "pygrpc-native",
+        "grpcio-health-checking",
+        "grpcio-reflection",
+        "prometheus",
+        "pillow",
+    ):
         assert f"\n{absent}" not in listed, f"{absent.strip()} got into the edge install"
     assert "onnxruntime" in listed and "grpcio" in listed
+    size = site_packages_bytes(env_dir)
+    print(f"edge install: {size / 1e6:.1f} MB of site-packages without pip/setuptools")
+    assert size <= EDGE_BUDGET, f"the edge install is {size / 1e6:.1f} MB, over its budget"
 
     np.save(tmp_path / "x.npy", digits_x)
     cli = str(bindir / "latentwire")
@@ -92,3 +123,17 @@ def test_edge_install_encodes_decodes_and_sends(
     proc = subprocess.run([cli, "train", "--epochs", "1"], capture_output=True, text=True, env=env)
     assert proc.returncode == 1
     assert "latentwire[cpu,train]" in proc.stderr and "Traceback" not in proc.stderr
+    # what an edge lacks says which extra brings it, in one line
+    for argv, extra in (
+        (["serve", "--models", str(repo)], "latentwire[server]"),
+        (
+            ["encode", "--model", str(image_pkg), str(tmp_path / "a.png"), "--out", "a.codes"],
+            "latentwire[images]",
+        ),
+    ):
+        (tmp_path / "a.png").write_bytes(b"not really a png")
+        proc = subprocess.run(
+            [cli, "-q", *argv], capture_output=True, text=True, env=env, timeout=60
+        )
+        assert proc.returncode == 1, proc.stderr
+        assert extra in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
