@@ -59,12 +59,14 @@ class Table:
         n = f.size
         if f.ndim != 1 or n < 2 or n >= (1 << PRECISION) - 1:
             raise ValueError(f"a table needs 2 .. {(1 << PRECISION) - 2} frequencies, got {n}")
-        total = float(f.sum())
+        # running sums in the order constriction adds them (float probabilities round the
+        # same way; integer frequencies are exact in any order)
+        running = np.cumsum(f)
+        total = float(running[-1])
         if not np.isfinite(total) or total <= 0 or np.any(f < 0):
             raise ValueError("frequencies must be non-negative with a positive, finite sum")
         scale = float((1 << PRECISION) - n) / total
-        # the running sum in the order constriction adds (exact for integer frequencies)
-        cum = np.concatenate(([0.0], np.cumsum(f)[:-1]))
+        cum = np.concatenate(([0.0], running[:-1]))
         left = (cum * scale).astype(np.uint64) + np.arange(n, dtype=np.uint64)
         self.n = n
         self.left: list[int] = [*left.tolist(), 1 << PRECISION]

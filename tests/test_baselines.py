@@ -193,6 +193,21 @@ def test_entropy_stream_round_trips_with_clipping_and_constant_components() -> N
     assert not np.array_equal(decoded, sym)
 
 
+def test_the_pca_entropy_baseline_gives_the_same_stream_without_constriction(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Where constriction has no wheel (aarch64) latentwire's coder measures the baseline:
+    float probabilities quantised and coded to the very same words."""
+    rng = np.random.default_rng(1)
+    z_train = rng.normal(0, [3.0, 1.0, 0.0, 7.0], size=(800, 4))
+    z_test = rng.normal(0, [3.0, 1.0, 0.0, 7.0], size=(120, 4))
+    sym, words, _ = bl._entropy_at(z_train, z_test, 0.3)
+    monkeypatch.setattr(bl, "default_coder", lambda: "python")
+    sym2, words2, tables2 = bl._entropy_at(z_train, z_test, 0.3)
+    assert np.array_equal(sym, sym2) and np.array_equal(words, words2)
+    assert np.array_equal(bl._decode(words2, tables2, len(z_test)), sym)
+
+
 # --------------------------------------------------------------------------- JPEG/WebP
 
 

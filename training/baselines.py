@@ -6,7 +6,8 @@ plot compares them all:
 
 * `pca_points`: PCA fitted on the training split, with the same byte budgets and the same
   code formats as the autoencoder (f32, f16, per-component affine int8, and transform coding
-  with one uniform step and a constriction ANS stream for "entropy").
+  with one uniform step and an ANS stream for "entropy", constriction's or latentwire's
+  own, which writes the same bytes).
 * `jpeg_points` / `webp_points`: Pillow, whole file and payload-only sizes (markers, headers
   and tables are fixed costs an application could share, so both are given).
 * `lossless_points`: zlib -9 and zstd -19 of the raw test array, as a "store it exactly" line.
@@ -17,6 +18,7 @@ computed in float64 in the user's units.
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import zlib
@@ -25,6 +27,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from latentwire.runtime import ans
+from latentwire.runtime.entropy import default_coder
 
 __all__ = [
     "DEFAULT_QUALITIES",
@@ -224,52 +229,67 @@ def _int8_roundtrip(z_train: np.ndarray, z_test: np.ndarray) -> np.ndarray:
 
 @dataclass
 class _EntropyTables:
-    """Per-component symbol support [lo, hi] and a constriction model (None: one symbol)."""
+    """Per-component symbol support [lo, hi] and probabilities (None: one symbol), coded
+    by constriction where it is installed, else by latentwire's own coder (same streams)."""
 
     lo: np.ndarray
     hi: np.ndarray
-    models: list[Any]
+    probs: list[np.ndarray | None]
+
+    @functools.cached_property
+    def models(self) -> list[Any]:
+        if default_coder() == "python":
+            return [None if p is None else ans.Table(p) for p in self.probs]
+        import constriction
+
+        model = constriction.stream.model.Categorical
+        return [None if p is None else model(p, perfect=False) for p in self.probs]
 
 
 def _fit_tables(sym_train: np.ndarray) -> _EntropyTables:
-    import constriction
-
     lo = sym_train.min(axis=0)
     hi = sym_train.max(axis=0)
-    models: list[Any] = []
+    probs: list[np.ndarray | None] = []
     for c in range(sym_train.shape[1]):
         if hi[c] == lo[c]:
-            models.append(None)  # a constant: the decoder knows it, it costs nothing
+            probs.append(None)  # a constant: the decoder knows it, it costs nothing
             continue
         counts = np.bincount(sym_train[:, c] - lo[c], minlength=int(hi[c] - lo[c]) + 1)
-        probs = (counts + 1.0) / (counts.sum() + counts.size)  # add-one smoothing
-        models.append(constriction.stream.model.Categorical(probs, perfect=False))
-    return _EntropyTables(lo, hi, models)
+        probs.append((counts + 1.0) / (counts.sum() + counts.size))  # add-one smoothing
+    return _EntropyTables(lo, hi, probs)
 
 
 def _encode(sym: np.ndarray, tables: _EntropyTables) -> np.ndarray:
     """All samples in one ANS stream, component-major; components pushed in reverse."""
+    coded = [c for c, m in enumerate(tables.models) if m is not None]
+    idx = [(sym[:, c] - tables.lo[c]).astype(np.int32) for c in coded]
+    if default_coder() == "python":
+        return ans.encode([tables.models[c] for c in coded], idx)
     import constriction
 
     coder = constriction.stream.stack.AnsCoder()
-    for c in reversed(range(sym.shape[1])):
-        model = tables.models[c]
-        if model is not None:
-            coder.encode_reverse((sym[:, c] - tables.lo[c]).astype(np.int32), model)
+    for c, symbols in zip(reversed(coded), reversed(idx), strict=True):
+        coder.encode_reverse(symbols, tables.models[c])
     words: np.ndarray = coder.get_compressed()
     return words
 
 
 def _decode(words: np.ndarray, tables: _EntropyTables, n: int) -> np.ndarray:
-    import constriction
-
-    coder = constriction.stream.stack.AnsCoder(words)
     out = np.empty((n, len(tables.models)), dtype=np.int64)
+    coded = [c for c, m in enumerate(tables.models) if m is not None]
     for c, model in enumerate(tables.models):
         if model is None:
             out[:, c] = tables.lo[c]
-        else:
-            out[:, c] = np.asarray(coder.decode(model, n), dtype=np.int64) + tables.lo[c]
+    if default_coder() == "python":
+        symbols, _ = ans.decode([tables.models[c] for c in coded], words, n)
+        for row, c in zip(symbols, coded, strict=True):
+            out[:, c] = row.astype(np.int64) + tables.lo[c]
+        return out
+    import constriction
+
+    coder = constriction.stream.stack.AnsCoder(words)
+    for c in coded:
+        out[:, c] = np.asarray(coder.decode(tables.models[c], n), dtype=np.int64) + tables.lo[c]
     return out
 
 
