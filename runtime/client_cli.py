@@ -38,7 +38,7 @@ log = logging.getLogger("latentwire")
 TOKEN_ENV = "LATENTWIRE_TOKEN"
 LB_CHOICES = ("auto", "pick_first", "round_robin")
 """--lb: "auto" or one of client.LB_POLICIES (named here so that `--help` loads no grpcio;
-tests/test_cli.py checks that the two agree)."""
+tests/test_scaleout.py checks that the two agree)."""
 
 
 def psnr(x: np.ndarray, x_hat: np.ndarray) -> float:

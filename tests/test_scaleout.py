@@ -129,9 +129,10 @@ def test_cli_lb_flag_reaches_the_client(
             seen.update(kwargs, target=target)
             raise SystemExit(7)
 
-    from latentwire.runtime import client_cli
+    from latentwire.runtime import client, client_cli
 
-    monkeypatch.setattr(client_cli, "Client", Spy)
+    monkeypatch.setattr(client, "Client", Spy)  # client_cli imports it when a command runs
+    assert client_cli.LB_CHOICES == ("auto", *client.LB_POLICIES)
     base = ["fetch-encoder", "--name", "m", "--out", "x", "--server", "dns:///h:1"]
     for flag, policy in (([], None), (["--lb", "pick_first"], "pick_first")):
         with pytest.raises(SystemExit):
