@@ -49,7 +49,15 @@ def test_edge_install_encodes_decodes_and_sends(
         ROOT,
         src,
         ignore=shutil.ignore_patterns(
-            ".venv", ".git", "build", "*.egg-info", "__pycache__", "models", "runs", ".*_cache"
+            ".venv",
+            ".git",
+            "build",
+            "*.egg-info",
+            "__pycache__",
+            "models",
+            "runs",
+            ".*_cache",
+            "node_modules",
         ),
     )
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}

@@ -132,7 +132,7 @@ def test_cli_lb_flag_reaches_the_client(
     from latentwire.runtime import client, client_cli
 
     monkeypatch.setattr(client, "Client", Spy)  # client_cli imports it when a command runs
-    assert client_cli.LB_CHOICES == ("auto", *client.LB_POLICIES)
+    assert ("auto", *client.LB_POLICIES) == client_cli.LB_CHOICES
     base = ["fetch-encoder", "--name", "m", "--out", "x", "--server", "dns:///h:1"]
     for flag, policy in (([], None), (["--lb", "pick_first"], "pick_first")):
         with pytest.raises(SystemExit):
