@@ -72,6 +72,16 @@ def best_of(fn: Callable[[], object], repeat: int) -> float:
     return min(times)
 
 
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "?"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--repeat", type=int, default=15, help="runs per figure; the minimum counts")
@@ -110,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         assert streams["constriction"] == streams["python"], f"{name}: the streams differ"
     meta = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.processor() or '?'}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {cpu_model()}",
         "python": platform.python_version(),
         "repeat": args.repeat,
         "identical_streams": True,
