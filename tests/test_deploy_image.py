@@ -53,6 +53,21 @@ EDGE = f"localhost/latentwire-edge:{VERSION}"
 # the edge image's size budget (deploy/docker/README.md): the whole image on the bootstrapped
 # bookworm base (178 MB), and latentwire's venv alone, whatever the base
 EDGE_BUDGET_MB, EDGE_VENV_BUDGET_MB = 450, 250
+EDGE_SITE_BUDGET_MB = 125
+"""site-packages without pip/setuptools in the trimmed edge image (Dockerfile.edge TRIM=1)."""
+SITE_BYTES = """
+import os, sysconfig
+site = sysconfig.get_paths()["purelib"]
+total = pyc = 0
+for root, _, files in os.walk(site):
+    if os.path.relpath(root, site).split(os.sep)[0].split("-")[0] in ("pip", "setuptools"):
+        continue
+    for f in files:
+        n = os.path.getsize(os.path.join(root, f))
+        total += n
+        pyc += n if f.endswith(".pyc") else 0
+print(total, pyc)
+"""
 BASE = os.environ.get("LATENTWIRE_BASE_IMAGE", "localhost/bookworm-python:3.11")
 WORKAROUNDS = "--runtime runc --ulimit nofile=20000:20000 --ulimit nproc=32768:32768"
 EXTRA = shlex.split(
@@ -184,12 +199,23 @@ def test_server_image_serves_read_only_as_non_root_and_drains_on_sigterm(
 
 
 def test_edge_image_fits_its_budget_has_no_torch_and_encodes(
-    images: None, digits_pkg: Path, digits_x: np.ndarray, scratch: Path
+    images: None,
+    digits_pkg: Path,
+    format_pkgs: dict[str, Path],
+    image_pkg: Path,
+    digits_x: np.ndarray,
+    scratch: Path,
 ) -> None:
     size_mb = int(podman("image", "inspect", "--format", "{{.Size}}", EDGE).stdout) / 1e6
     du = run(EDGE, "-sm", "/opt/latentwire", options=("--entrypoint", "du"))
     venv_mb = int(du.stdout.split()[0])
-    print(f"edge image {size_mb:.0f} MB, venv {venv_mb} MB")
+    sizes = run(EDGE, "-c", SITE_BYTES, options=("--entrypoint", "python3")).stdout.split()
+    site_mb, pyc_mb = int(sizes[0]) / 1e6, int(sizes[1]) / 1e6
+    print(
+        f"edge image {size_mb:.0f} MB, venv {venv_mb} MB, site-packages {site_mb:.1f} MB "
+        f"without pip ({site_mb - pyc_mb:.1f} MB without pyc)"
+    )
+    assert site_mb <= EDGE_SITE_BUDGET_MB, f"edge site-packages {site_mb:.1f} MB"
     if BASE == "localhost/bookworm-python:3.11":
         assert size_mb <= EDGE_BUDGET_MB, f"edge image {size_mb:.0f} MB > {EDGE_BUDGET_MB} MB"
     assert venv_mb <= EDGE_VENV_BUDGET_MB, f"edge venv {venv_mb} MB > {EDGE_VENV_BUDGET_MB} MB"
@@ -213,3 +239,17 @@ def test_edge_image_fits_its_budget_has_no_torch_and_encodes(
     np.testing.assert_allclose(
         local.decode_codes(messages), local.decode(local.encode(digits_x)), atol=1e-6
     )
+    # the trimmed image (no libonnxruntime.so, no ORT tools, no numpy tests) writes the
+    # host's codes, byte for byte: dense f32/int8/entropy and a convolutional model
+    rng = np.random.default_rng(0)
+    cases = {f"digits-{f}": (format_pkgs[f], digits_x) for f in ("f32", "int8", "entropy")}
+    cases["images"] = (image_pkg, rng.random((2, 3, 24, 36), dtype=np.float32))
+    for name, (pkg, x) in cases.items():
+        readable_copy(pkg, scratch / name)
+        np.save(scratch / f"{name}.npy", x)
+        (scratch / f"{name}.npy").chmod(0o644)
+        argv = ["encode", "--model", f"/data/{name}", f"/data/{name}.npy"]
+        run(EDGE, *argv, "--out", f"/data/out/{name}.lwc", options=("-v", f"{scratch}:/data"))
+        mine = [m.SerializeToString() for m in read_codes_file(out / f"{name}.lwc")]
+        host = [m.SerializeToString() for m in load(pkg, roles=("encoder",)).encode_codes(x)]
+        assert mine == host, f"{name}: the edge image's codes differ from the host's"
