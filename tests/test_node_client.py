@@ -308,7 +308,7 @@ def node_run(
                 for name in DECODE_CASES
             ],
             "score": {"codes": "anomaly"},
-            "fetch": {"model": "digits-int8", "input": str(inputs["digits"])},
+            "fetch": {"model": "digits-int8", "scorer": "anomaly", "input": str(inputs["digits"])},
             "strict": {"address": f"127.0.0.1:{strict_srv.port}", "token": TOKEN, "big": str(big)},
             "errors": {
                 "codes": {k: str(v) for k, v in errors.items()},
@@ -418,6 +418,11 @@ def test_fetched_encoder_is_the_servers(node_run: Run, inputs: dict[str, Path]) 
         (pkg / "manifest.json").read_text()
     )
     assert not [p for p in node_run.out.iterdir() if p.name.startswith(".")]  # no temp left
+    with_scorer, anomaly = node_run.out / "fetched-scorer", node_run.packages["anomaly"]
+    names = ["anomaly.npz", "encoder.onnx", "manifest.json", "scorer.onnx"]
+    assert sorted(p.name for p in with_scorer.iterdir()) == names
+    for name in names:
+        assert (with_scorer / name).read_bytes() == (anomaly / name).read_bytes(), name
     edge = _load(fetched)
     expected = [m.SerializeToString() for m in edge.encode_codes(np.load(inputs["digits"]))]
     assert _payloads(node_run.out / "fetched.lwc") == expected

@@ -704,8 +704,8 @@ export class Client {
   /**
    * Fetch model `name`'s encoder and write an edge package (encoder.onnx + manifest.json)
    * to `outDir`, a new or empty folder, after checking its sha256s; returns the folder.
-   * `includeScorer` also brings scorer.onnx and anomaly.npz (servers whose proto has
-   * FetchEncoderRequest.include_scorer).
+   * `includeScorer` also brings scorer.onnx and anomaly.npz of a package exported with
+   * `--edge-score` (FetchEncoderRequest.include_scorer; INVALID_ARGUMENT for others).
    * @param {string} name @param {string} outDir
    * @param {{ version?: string, includeScorer?: boolean, timeout?: number | null }} [options]
    * @returns {Promise<string>}

@@ -109,6 +109,8 @@ test('fetch-encoder: an edge package from the server, loaded and used', { skip }
   // codes of the fetched encoder decode on the server
   const r = await client.decode(readCodesFile(join(plan.out, 'fetched.lwc')));
   assert.equal(r.modelName, plan.fetch.model);
+  // an anomaly package's edge scorer and calibration come along when asked for
+  await client.fetchEncoder(plan.fetch.scorer, join(plan.out, 'fetched-scorer'), { includeScorer: true });
   // or straight into memory, nothing written
   const inMemory = await client.fetchModel(plan.fetch.model);
   writeCodesFile(join(plan.out, 'fetched-in-memory.lwc'), await inMemory.encodeCodes(readNpy(plan.fetch.input)));
