@@ -104,7 +104,13 @@ def _read_pem(path: str | None) -> bytes | None:
 def _client(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Client:
     if (args.cert is None) != (args.key is None):
         parser.error("--cert and --key go together (mutual TLS)")
-    from .client import Client
+    try:
+        from .client import Client
+    except ImportError as exc:  # grpcio is a base dependency; someone removed it
+        raise ImportError(
+            f"talking to a server needs grpcio ({exc.name or exc} is not installed): "
+            "pip install 'grpcio>=1.78'"
+        ) from None
 
     return Client(
         args.server,

@@ -130,3 +130,47 @@ def test_denoise_needs_neither_torch_nor_sklearn(digits_pkg: Path, tmp_path: Pat
     """)
     assert proc.returncode == 0, proc.stderr
     assert "HEAVY []" in proc.stdout
+
+
+def test_edge_commands_load_no_grpc_pillow_or_server(digits_pkg: Path, tmp_path: Path) -> None:
+    """`--help`, encode, decode and info load neither grpcio, Pillow nor the server's
+    packages: an edge install that lacks an extra still runs them, and they start faster."""
+    proc = _run(f"""
+        import sys
+        import numpy as np
+        from latentwire.runtime import cli
+        np.save({str(tmp_path / "x.npy")!r}, np.random.rand(5, 64))
+        cli.build_parser()
+        for argv in (["-q", "encode", "--model", {str(digits_pkg)!r}, {str(tmp_path / "x.npy")!r},
+                      "--out", {str(tmp_path / "x.codes")!r}],
+                     ["-q", "decode", "--model", {str(digits_pkg)!r}, {str(tmp_path / "x.codes")!r},
+                      "--out", {str(tmp_path / "r.npy")!r}],
+                     ["info", {str(digits_pkg)!r}]):
+            assert cli.main(argv) == 0
+        tops = ("grpc", "grpc_health", "grpc_reflection", "prometheus_client", "PIL",
+                "pygrpc_native")
+        loaded = sorted(k for k in sys.modules if k.split(".")[0] in tops)
+        loaded += [k for k in sys.modules if k.startswith("latentwire.runtime.server.")
+                   and k != "latentwire.runtime.server.cli"]
+        print("LOADED", loaded)
+    """)
+    assert proc.returncode == 0, proc.stderr
+    assert "LOADED []" in proc.stdout
+
+
+def test_serve_without_the_server_extra_is_one_line(tmp_path: Path) -> None:
+    proc = _run(f"""
+        import sys
+        class Block:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in ("grpc_health", "prometheus_client"):
+                    raise ImportError(f"No module named {{name!r}}", name=name)
+        sys.meta_path.insert(0, Block())
+        from latentwire.runtime import cli
+        sys.exit(cli.main(["serve", "--models", {str(tmp_path)!r}]))
+    """)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        "latentwire: error: latentwire serve needs the server extra (grpc_health is not "
+        "installed): pip install 'latentwire[server]'"
+    ]
