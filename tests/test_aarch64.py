@@ -73,6 +73,7 @@ PNGS = ("china64.png", "flower97x130.png")  # the second is padded to the stride
 class Userland:
     root: Path
     work: Path  # the host folder seen as /work inside
+    wheel: str = ""  # latentwire's wheel, made from this checkout
     timings: dict[str, float] = field(default_factory=dict)
 
     def run(
@@ -132,6 +133,7 @@ def userland(tmp_path_factory: pytest.TempPathFactory) -> Userland:
     land.timings["build rootfs (0 = reused)"] = round(time.perf_counter() - t0, 1)
     dist = tmp_path_factory.mktemp("dist")
     wheel = script("wheel", str(dist)).stdout.split()[-1]
+    land.wheel = wheel
     t0 = time.perf_counter()
     installed = script("install", str(root), wheel, "cpu")
     land.timings["pip install [cpu]"] = round(time.perf_counter() - t0, 1)
@@ -388,6 +390,65 @@ def test_send_to_a_server_on_the_host(
             np.testing.assert_allclose(recon, expect, rtol=1e-5, atol=1e-5)
             report = (sent.stdout + sent.stderr).strip().splitlines()
             print(f"{name}: {report[-1] if report else '(no report)'}")
+
+
+def test_an_arm64_server_decodes_for_the_host(
+    shared: Userland, pkgs: dict[str, Path], tmp_path: Path
+) -> None:
+    """latentwire[cpu,server] on aarch64 (a Graviton server): pygrpc-native has an aarch64
+    wheel, constriction none. `latentwire serve` inside, on its native front, decodes the
+    host's codes (entropy ones with latentwire's own coder) into the host's
+    reconstructions. Runs last but one: it adds the server extra to the edge venv."""
+    t0 = time.perf_counter()
+    script("install", str(shared.root), shared.wheel, "cpu,server")
+    shared.timings["pip install [cpu,server]"] = round(time.perf_counter() - t0, 1)
+    repo = shared.work / "repo"
+    for name, pkg in pkgs.items():
+        shutil.copytree(pkg, repo / name / "1", dirs_exist_ok=True)
+    port = free_port()
+    serve = ["latentwire", "serve", "--models", "/work/repo", "--host", "127.0.0.1"]
+    cmd = [str(SCRIPT), "run", str(shared.root), "--bind", f"{shared.work}:/work", "--"]
+    log = tmp_path / "serve.log"
+    with log.open("w") as sink:
+        proc = subprocess.Popen(
+            [*cmd, *serve, "--port", str(port)], stdout=sink, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    try:
+        t0 = time.perf_counter()
+        while health_of(port) != 1:  # SERVING
+            assert proc.poll() is None, log.read_text()
+            assert time.perf_counter() - t0 < 180, f"not SERVING after 180 s: {log.read_text()}"
+            time.sleep(1)
+        shared.timings["serve: start to SERVING"] = round(time.perf_counter() - t0, 1)
+        assert "native front" in log.read_text()
+        from latentwire.runtime.client import Client
+
+        with Client(f"127.0.0.1:{port}", timeout=120) as client:
+            for name, (data, _) in PACKAGES.items():
+                model = load(pkgs[name])
+                messages = list(model.encode_codes(np.load(shared.work / "in" / INPUTS[data])))
+                got = client.decode(messages)
+                assert got.model_name == name
+                np.testing.assert_allclose(
+                    got.x, model.decode_codes(messages), rtol=1e-5, atol=1e-5
+                )
+                print(f"{name}: the arm64 server's reconstructions match this host's")
+    finally:
+        # SIGTERM to the server (and its wrapper), which drains and says "stopped"; the
+        # server may outlive the wrapper by a moment, so wait until no process matches
+        pattern = " ".join([*serve, "--port", str(port)])
+        subprocess.run(["pkill", "-TERM", "-f", pattern])
+        deadline = time.perf_counter() + 60
+        while subprocess.run(["pgrep", "-f", pattern], capture_output=True).returncode == 0:
+            if time.perf_counter() > deadline:
+                subprocess.run(["pkill", "-KILL", "-f", pattern])
+                break
+            time.sleep(0.5)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert "stopped" in log.read_text(), log.read_text()
 
 
 def test_timings(shared: Userland) -> None:
