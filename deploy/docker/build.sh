@@ -19,6 +19,12 @@
 #                          e.g. from deploy/docker/bootstrap-base.sh)
 #   --python X.Y           Python of the base image, for --offline (default: 3.11)
 #   --glibc 2.N            glibc of the base image, for --offline (default: 2.36, bookworm)
+#   --numpy-without-blas   edge image, with --offline: build numpy from PyPI's sdist here
+#                          without BLAS/LAPACK (the edge never multiplies matrices in numpy)
+#                          and install that instead of the wheel with OpenBLAS (28.5 MB);
+#                          needs gcc/g++ and the headers of this host's Python, which must be
+#                          the base image's X.Y, on a glibc no newer than its own; ~3.5 min
+#                          once, then cached in deploy/docker/wheels/numpy-without-blas/
 #
 # Without --offline the build stage installs the dependencies from PyPI itself.
 # Everything after `--` goes to `podman/docker build` as is (e.g. on a VM without
@@ -32,6 +38,7 @@ die() { echo "build.sh: error: $*" >&2; exit 2; }
 tool=""
 base=""
 offline=0
+numpy_without_blas=0
 python_version=3.11
 glibc=2.36
 images=()
@@ -41,6 +48,7 @@ while (($#)); do
         --tool) tool="${2:?--tool needs podman or docker}"; shift 2 ;;
         --base) base="${2:?--base needs an image}"; shift 2 ;;
         --offline) offline=1; shift ;;
+        --numpy-without-blas) numpy_without_blas=1; shift ;;
         --python) python_version="${2:?--python needs X.Y}"; shift 2 ;;
         --glibc) glibc="${2:?--glibc needs 2.N}"; shift 2 ;;
         server|gpu|edge) images+=("$1"); shift ;;
@@ -89,6 +97,28 @@ download_wheels() {
     echo "build.sh: $(find "$wheels" -name '*.whl' | wc -l) wheels in $wheels"
 }
 
+numpy_without_blas_wheel() {
+    # numpy from its sdist with -Dblas=none -Dlapack=none, the version download_wheels
+    # fetched; kept across builds (download_wheels only clears the folder's top level)
+    local dest="$here/wheels/numpy-without-blas" wheel version host_py host_glibc
+    wheel="$(find "$here/wheels" -maxdepth 1 -name 'numpy-*.whl' | head -n 1)"
+    [[ -n "$wheel" ]] || die "no numpy wheel in $here/wheels to match"
+    version="$(basename "$wheel" | cut -d- -f2)"
+    host_py="$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+    [[ "$host_py" == "$python_version" ]] ||
+        die "--numpy-without-blas builds with this host's Python $host_py; the image has $python_version"
+    host_glibc="$(getconf GNU_LIBC_VERSION | cut -d' ' -f2)"
+    ((${host_glibc#2.} <= ${glibc#2.})) ||
+        die "--numpy-without-blas: this host's glibc $host_glibc is newer than the image's $glibc"
+    if ! find "$dest" -name "numpy-$version-*.whl" 2> /dev/null | grep -q .; then
+        echo "build.sh: building numpy $version without BLAS (a few minutes, once)"
+        rm -rf "$dest"
+        python3 -m pip wheel -q --no-deps --no-binary numpy -w "$dest" "numpy==$version" \
+            -Csetup-args=-Dblas=none -Csetup-args=-Dlapack=none
+    fi
+    echo "build.sh: the edge image takes $(basename "$(find "$dest" -name '*.whl' | head -n 1)")"
+}
+
 build_args=()
 [[ -n "$base" ]] && build_args+=(--build-arg "BASE_IMAGE=$base")
 if ((offline)); then
@@ -96,10 +126,18 @@ if ((offline)); then
     build_args+=(--build-arg "PIP_ARGS=--no-index --find-links /wheels" --network=none)
     [[ "$tool" == podman ]] && build_args+=(--pull=never)
 fi
+if ((numpy_without_blas)); then
+    ((offline)) || die "--numpy-without-blas needs --offline (the wheel is built here, then copied in)"
+    numpy_without_blas_wheel
+fi
 
 for image in "${images[@]}"; do
     start=$SECONDS
+    image_args=()
+    if [[ "$image" == edge ]] && ((numpy_without_blas)); then
+        image_args+=(--build-arg "NUMPY_FROM=/wheels/numpy-without-blas")
+    fi
     "$tool" build -f "$here/$(dockerfile "$image")" -t "$(tag "$image")" \
-        "${build_args[@]}" "${extra[@]}" "$repo"
+        "${build_args[@]}" "${image_args[@]}" "${extra[@]}" "$repo"
     echo "build.sh: built $(tag "$image") in $((SECONDS - start)) s"
 done
