@@ -48,6 +48,11 @@ MAX_SYMBOL = 1 << 30
 MAX_SYMBOLS = 1 << 26
 """Most symbols one stream may decode to (256 MiB of int32): a bound on what a small
 message can make a decoder allocate."""
+MAX_PYTHON_SYMBOLS = 1 << 22
+"""Most symbols one stream may decode to with latentwire's own coder (~1 s of CPU at ~4.4 M
+symbols/s, where constriction takes 0.08 s): very peaked tables let a small stream claim
+many symbols, and a server without constriction must not spend seconds on one message.
+Clients send at most 1 MiB of codes, 262,144 symbols, per message by default."""
 
 
 def _is_int(value: Any) -> TypeGuard[int]:
@@ -302,9 +307,16 @@ class FactorizedPrior:
                 f"an entropy stream of {len(stream)} bytes cannot hold {count} samples of "
                 f"latent shape {list(shape)}; the codes are truncated or their count is wrong"
             )
+        use = _pick(coder)
+        if use == "python" and per_channel * self.channels > MAX_PYTHON_SYMBOLS:
+            raise CodesError(
+                f"{count} samples of latent shape {list(shape)} are more than the "
+                f"{MAX_PYTHON_SYMBOLS:,} symbols one message may hold where entropy codes are "
+                "decoded without constriction (latentwire's own coder); send them in smaller "
+                "messages"
+            )
         words = np.frombuffer(stream, dtype="<u4").astype(np.uint32)
         out = np.empty((self.channels, per_channel), dtype=np.int32)
-        use = _pick(coder)
         try:
             if use == "python":
                 out, intact = ans.decode(self._tables, words, per_channel)
