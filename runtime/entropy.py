@@ -48,11 +48,12 @@ MAX_SYMBOL = 1 << 30
 MAX_SYMBOLS = 1 << 26
 """Most symbols one stream may decode to (256 MiB of int32): a bound on what a small
 message can make a decoder allocate."""
-MAX_PYTHON_SYMBOLS = 1 << 22
-"""Most symbols one stream may decode to with latentwire's own coder (~1 s of CPU at ~4.4 M
-symbols/s, where constriction takes 0.08 s): very peaked tables let a small stream claim
-many symbols, and a server without constriction must not spend seconds on one message.
-Clients send at most 1 MiB of codes, 262,144 symbols, per message by default."""
+MAX_PYTHON_SYMBOLS = 1 << 23
+"""Most symbols one stream may decode to with latentwire's own coder (~2 s of CPU at ~4.4 M
+symbols/s, where constriction takes 0.15 s): very peaked tables let a small stream claim
+many symbols, and a server without constriction must not spend much longer on one message.
+8.4 M symbols is a 33-megapixel photo through a stride-8, 16-channel model; clients send at
+most 1 MiB of codes (262,144 symbols) per message by default, or one image."""
 
 
 def _is_int(value: Any) -> TypeGuard[int]:

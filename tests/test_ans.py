@@ -228,13 +228,13 @@ def test_both_coders_read_any_stream_alike(
 
 
 def test_the_own_coder_refuses_a_small_stream_that_claims_millions_of_symbols() -> None:
-    """Peaked tables make symbols nearly free, so 8 bytes can claim 5 million of them: a
+    """Peaked tables make symbols nearly free, so 8 bytes can claim 9 million of them: a
     server decoding without constriction refuses such a message at once instead of
     spending seconds of CPU on it (constriction's bound stays MAX_SYMBOLS)."""
     from latentwire.runtime.entropy import MAX_PYTHON_SYMBOLS
 
     prior = FactorizedPrior(np.array([0]), (np.array([1, (1 << PRECISION_BITS) - 1], np.int64),))
-    count = 5_000_000
+    count = 9_000_000
     assert count > MAX_PYTHON_SYMBOLS
     with pytest.raises(CodesError, match="send them in smaller messages"):
         prior.decode(b"\x01\x00\x00\x00\x01\x00\x00\x00", count, [1], coder="python")
