@@ -89,6 +89,41 @@ def _pick(coder: str | None) -> str:
     return name
 
 
+def coder_tables(weights: Sequence[np.ndarray], coder: str) -> tuple[Any, ...]:
+    """Per-channel distributions from non-negative weights (any sum; constriction's
+    Categorical with perfect=False, or ans.Table: the same quantisation), in the form
+    `coder` (one of CODERS) codes with."""
+    if coder == "python":
+        return tuple(ans.Table(w) for w in weights)
+    model = _constriction().stream.model.Categorical
+    return tuple(model(np.asarray(w, dtype=np.float64), perfect=False) for w in weights)
+
+
+def encode_words(tables: Sequence[Any], symbols: Sequence[np.ndarray], coder: str) -> np.ndarray:
+    """One ANS stream (uint32 words) of `symbols[c]` (int32 indices, checked to lie in
+    `tables[c]`, from `coder_tables`), channel 0's decoded first."""
+    if coder == "python":
+        return ans.encode(tables, symbols)
+    stack = _constriction().stream.stack.AnsCoder()
+    for table, idx in zip(reversed(tables), reversed(symbols), strict=True):
+        stack.encode_reverse(idx, table)  # a stack: the decoder pops channel 0 first
+    return np.asarray(stack.get_compressed(), dtype=np.uint32)
+
+
+def decode_words(
+    tables: Sequence[Any], words: np.ndarray, per_channel: int, coder: str
+) -> tuple[np.ndarray, bool]:
+    """(len(tables), per_channel) int32 indices from one stream, and whether the stream was
+    used up exactly; ValueError (and constriction's errors) for a stream no encoder writes."""
+    if coder == "python":
+        return ans.decode(tables, words, per_channel)
+    out = np.empty((len(tables), per_channel), dtype=np.int32)
+    stack = _constriction().stream.stack.AnsCoder(words)
+    for c, table in enumerate(tables):
+        out[c] = stack.decode(table, per_channel) if per_channel else []
+    return out, bool(stack.is_empty())
+
+
 def quantize_pmf(pmf: np.ndarray, precision: int = PRECISION_BITS) -> np.ndarray:
     """Integer frequencies summing to 2**precision, every symbol at least 1, close to `pmf`."""
     p = np.asarray(pmf, dtype=np.float64)
@@ -200,13 +235,14 @@ class FactorizedPrior:
         return total
 
     @functools.cached_property
-    def _models(self) -> tuple[Any, ...]:
-        model = _constriction().stream.model.Categorical
-        return tuple(model(f.astype(np.float64), perfect=False) for f in self.freqs)
+    def _coded(self) -> dict[str, tuple[Any, ...]]:
+        """The tables in each coder's form, made the first time that coder runs."""
+        return {}
 
-    @functools.cached_property
-    def _tables(self) -> tuple[ans.Table, ...]:
-        return tuple(ans.Table(f) for f in self.freqs)
+    def _tables(self, coder: str) -> tuple[Any, ...]:
+        if coder not in self._coded:
+            self._coded[coder] = coder_tables(self.freqs, coder)
+        return self._coded[coder]
 
     def check_symbols(self, symbols: np.ndarray, *, what: str = "symbols") -> None:
         """Refuse symbols outside their channel's table (they cannot be coded)."""
@@ -234,13 +270,8 @@ class FactorizedPrior:
             (symbols[:, c] - self.offsets[c]).astype(np.int32).reshape(-1)
             for c in range(self.channels)
         ]
-        if _pick(coder) == "python":
-            words = ans.encode(self._tables, idx)
-        else:
-            ans_coder = _constriction().stream.stack.AnsCoder()
-            for c in reversed(range(self.channels)):  # a stack: the decoder pops channel 0 first
-                ans_coder.encode_reverse(idx[c], self._models[c])
-            words = np.asarray(ans_coder.get_compressed())
+        use = _pick(coder)
+        words = encode_words(self._tables(use), idx, use)
         stream = bytes(words.astype("<u4").tobytes())
         if not self._fits(len(stream), symbols[:, 0].size):
             raise CodesError(
@@ -317,15 +348,8 @@ class FactorizedPrior:
                 "messages"
             )
         words = np.frombuffer(stream, dtype="<u4").astype(np.uint32)
-        out = np.empty((self.channels, per_channel), dtype=np.int32)
         try:
-            if use == "python":
-                out, intact = ans.decode(self._tables, words, per_channel)
-            else:
-                ans_coder = _constriction().stream.stack.AnsCoder(words)
-                for c in range(self.channels):
-                    out[c] = ans_coder.decode(self._models[c], per_channel) if per_channel else []
-                intact = bool(ans_coder.is_empty())
+            out, intact = decode_words(self._tables(use), words, per_channel, use)
         except (ValueError, RuntimeError, AssertionError) as exc:
             raise CodesError(f"the entropy stream cannot be decoded: {exc}") from None
         if not intact:

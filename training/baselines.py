@@ -28,8 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from latentwire.runtime import ans
-from latentwire.runtime.entropy import default_coder
+from latentwire.runtime.entropy import coder_tables, decode_words, default_coder, encode_words
 
 __all__ = [
     "DEFAULT_QUALITIES",
@@ -230,20 +229,23 @@ def _int8_roundtrip(z_train: np.ndarray, z_test: np.ndarray) -> np.ndarray:
 @dataclass
 class _EntropyTables:
     """Per-component symbol support [lo, hi] and probabilities (None: one symbol), coded
-    by constriction where it is installed, else by latentwire's own coder (same streams)."""
+    by `coder` (constriction where it is installed, else latentwire's own: same streams)."""
 
     lo: np.ndarray
     hi: np.ndarray
     probs: list[np.ndarray | None]
+    coder: str
+
+    @property
+    def coded(self) -> list[int]:
+        """The components that take bits (not constant)."""
+        return [c for c, p in enumerate(self.probs) if p is not None]
 
     @functools.cached_property
     def models(self) -> list[Any]:
-        if default_coder() == "python":
-            return [None if p is None else ans.Table(p) for p in self.probs]
-        import constriction
-
-        model = constriction.stream.model.Categorical
-        return [None if p is None else model(p, perfect=False) for p in self.probs]
+        """Per component, its table in the coder's form (None: a constant)."""
+        made = iter(coder_tables([p for p in self.probs if p is not None], self.coder))
+        return [None if p is None else next(made) for p in self.probs]
 
 
 def _fit_tables(sym_train: np.ndarray) -> _EntropyTables:
@@ -256,40 +258,21 @@ def _fit_tables(sym_train: np.ndarray) -> _EntropyTables:
             continue
         counts = np.bincount(sym_train[:, c] - lo[c], minlength=int(hi[c] - lo[c]) + 1)
         probs.append((counts + 1.0) / (counts.sum() + counts.size))  # add-one smoothing
-    return _EntropyTables(lo, hi, probs)
+    return _EntropyTables(lo, hi, probs, default_coder())
 
 
 def _encode(sym: np.ndarray, tables: _EntropyTables) -> np.ndarray:
     """All samples in one ANS stream, component-major; components pushed in reverse."""
-    coded = [c for c, m in enumerate(tables.models) if m is not None]
-    idx = [(sym[:, c] - tables.lo[c]).astype(np.int32) for c in coded]
-    if default_coder() == "python":
-        return ans.encode([tables.models[c] for c in coded], idx)
-    import constriction
-
-    coder = constriction.stream.stack.AnsCoder()
-    for c, symbols in zip(reversed(coded), reversed(idx), strict=True):
-        coder.encode_reverse(symbols, tables.models[c])
-    words: np.ndarray = coder.get_compressed()
-    return words
+    idx = [(sym[:, c] - tables.lo[c]).astype(np.int32) for c in tables.coded]
+    return encode_words([tables.models[c] for c in tables.coded], idx, tables.coder)
 
 
 def _decode(words: np.ndarray, tables: _EntropyTables, n: int) -> np.ndarray:
-    out = np.empty((n, len(tables.models)), dtype=np.int64)
-    coded = [c for c, m in enumerate(tables.models) if m is not None]
-    for c, model in enumerate(tables.models):
-        if model is None:
-            out[:, c] = tables.lo[c]
-    if default_coder() == "python":
-        symbols, _ = ans.decode([tables.models[c] for c in coded], words, n)
-        for row, c in zip(symbols, coded, strict=True):
-            out[:, c] = row.astype(np.int64) + tables.lo[c]
-        return out
-    import constriction
-
-    coder = constriction.stream.stack.AnsCoder(words)
-    for c in coded:
-        out[:, c] = np.asarray(coder.decode(tables.models[c], n), dtype=np.int64) + tables.lo[c]
+    out = np.tile(tables.lo.astype(np.int64), (n, 1))  # constants keep their one value
+    models = [tables.models[c] for c in tables.coded]
+    symbols, _ = decode_words(models, words, n, tables.coder)
+    for row, c in zip(symbols, tables.coded, strict=True):
+        out[:, c] += row
     return out
 
 
